@@ -1,0 +1,1 @@
+"""The CometAPI Kling multi-image-to-video API: models, client and error taxonomy."""

@@ -1,0 +1,1 @@
+"""Everything a Discord user touches: commands, context menus, buttons, delivery."""
