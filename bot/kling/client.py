@@ -1,0 +1,283 @@
+"""`KlingClient`: submit and query multi-image-to-video tasks through CometAPI.
+
+Queries are retried on anything time can fix. A submit is never blindly repeated: when its
+outcome is unknown (time-out, dropped connection, 5xx, junk answer) the client looks the
+task up by its `external_task_id` first (kling-api.md decision 8), so one press can never
+create two paid tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from pydantic import SecretStr, ValidationError
+
+from bot.config import Settings
+from bot.kling.errors import (
+    ApiTimeoutError,
+    KlingError,
+    MalformedResponseError,
+    RateLimitedError,
+    ServiceUnavailableError,
+    SubmitOutcomeUnknownError,
+    TaskNotFoundError,
+    TransientError,
+    error_for,
+    parse_error_body,
+)
+from bot.kling.models import Envelope, KlingTask, MultiImageRequest
+from bot.kling.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+ROUTE = "/kling/v1/videos/multi-image2video"
+MAX_BODY_BYTES = 2 * 1024 * 1024
+MAX_RETRY_AFTER = 120.0
+
+
+@dataclass(frozen=True)
+class ClientTimeouts:
+    """Per-request time-outs in seconds."""
+
+    connect: float = 10.0
+    submit: float = 60.0
+    query: float = 20.0
+
+
+class KlingClient:
+    """The CometAPI Kling multi-image-to-video API over one shared `aiohttp.ClientSession`."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        base_url: str,
+        api_key: SecretStr | str,
+        timeouts: ClientTimeouts | None = None,
+        max_retries: int = 4,
+        backoff_base: float = 1.0,
+        backoff_cap: float = 30.0,
+        limiter: RateLimiter | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._session = session
+        self.base_url = base_url.rstrip("/")
+        self._key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
+        self.timeouts = timeouts or ClientTimeouts()
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.limiter = limiter
+        self._sleep = sleep
+
+    @classmethod
+    def from_settings(
+        cls,
+        session: aiohttp.ClientSession,
+        settings: Settings,
+        *,
+        limiter: RateLimiter | None = None,
+    ) -> KlingClient:
+        """Build the client the bot uses, from its settings."""
+        return cls(
+            session,
+            base_url=settings.cometapi_base_url,
+            api_key=settings.cometapi_key,
+            timeouts=ClientTimeouts(
+                connect=settings.api_connect_timeout_seconds,
+                submit=settings.api_submit_timeout_seconds,
+                query=settings.api_query_timeout_seconds,
+            ),
+            max_retries=settings.api_max_retries,
+            limiter=limiter,
+        )
+
+    # --- public API -------------------------------------------------------------------
+
+    async def submit_multi_image(self, request: MultiImageRequest) -> KlingTask:
+        """Create a task; on an ambiguous failure, find it by external id before re-sending.
+
+        Raises a `UserFixableError` or `OperatorError` when the API refused the task,
+        `ConcurrencyLimitError` when the account runs too many tasks (queue and retry later),
+        and `SubmitOutcomeUnknownError` when it can't tell whether the task was created.
+        """
+        resent = False
+        attempt = 0
+        while True:
+            try:
+                return await self._request_task("POST", ROUTE, request.to_body(), submit=True)
+            except _NotSent as error:
+                # The connection never opened: nothing reached the API, so sending is safe.
+                attempt += 1
+                if attempt > self.max_retries:
+                    raise error.cause from None
+                await self._backoff(attempt, error.cause)
+            except RateLimitedError as error:
+                # A clear refusal before acceptance (1302 or a bare 429): slower, then again.
+                attempt += 1
+                if attempt > self.max_retries:
+                    raise
+                await self._backoff(attempt, error)
+            except _Ambiguous as error:
+                if request.external_task_id is None:
+                    raise SubmitOutcomeUnknownError(str(error.cause)) from None
+                log.warning(
+                    "Submit of %s ended ambiguously (%s); looking it up before anything else",
+                    request.external_task_id,
+                    error.cause,
+                )
+                try:
+                    found = await self.find_by_external_id(request.external_task_id)
+                except KlingError as lookup_error:
+                    raise SubmitOutcomeUnknownError(
+                        f"submit failed ({error.cause}); lookup failed ({lookup_error})"
+                    ) from None
+                if found is not None:
+                    return found
+                if resent:
+                    raise SubmitOutcomeUnknownError(
+                        f"submit failed twice without creating the task ({error.cause})"
+                    ) from None
+                resent = True
+
+    async def get_task(self, task_id: str) -> KlingTask:
+        """Query a task by its Kling id (or external id), retrying what time can fix."""
+        attempt = 0
+        while True:
+            try:
+                return await self._request_task("GET", f"{ROUTE}/{task_id}", None, submit=False)
+            except (_NotSent, _Ambiguous) as wrapped:
+                error: KlingError = wrapped.cause
+            except TransientError as transient:
+                error = transient
+            attempt += 1
+            if attempt > self.max_retries:
+                raise error
+            await self._backoff(attempt, error)
+
+    async def find_by_external_id(self, external_task_id: str) -> KlingTask | None:
+        """The task created with this external id, or None when the API clearly has none."""
+        try:
+            task = await self.get_task(external_task_id)
+        except TaskNotFoundError:
+            return None
+        echoed = task.task_info.external_task_id
+        if echoed is not None and echoed != external_task_id:
+            raise MalformedResponseError(
+                f"lookup of {external_task_id} answered task {task.task_id} of {echoed}"
+            )
+        return task
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    async def _request_task(
+        self, method: str, path: str, body: dict[str, Any] | None, *, submit: bool
+    ) -> KlingTask:
+        if self.limiter is not None:
+            await self.limiter.acquire()
+        total = self.timeouts.submit if submit else self.timeouts.query
+        timeout = aiohttp.ClientTimeout(total=total, sock_connect=self.timeouts.connect)
+        headers = {
+            "Authorization": f"Bearer {self._key.get_secret_value()}",
+            "Accept": "application/json",
+        }
+        try:
+            async with self._session.request(
+                method,
+                self.base_url + path,
+                json=body,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
+            ) as response:
+                raw = await response.content.read(MAX_BODY_BYTES)
+                status = response.status
+                retry_after = _retry_after(response.headers.get("Retry-After"))
+        except aiohttp.ClientConnectorError as error:
+            raise _NotSent(ApiTimeoutError(f"can't connect to {self.base_url}: {error}")) from None
+        except TimeoutError:
+            raise _Ambiguous(ApiTimeoutError(f"no answer within {total:g} s")) from None
+        except aiohttp.ClientError as error:
+            raise _Ambiguous(
+                ApiTimeoutError(f"connection failed: {type(error).__name__}")
+            ) from None
+        return self._parse(status, raw, retry_after, lookup=not submit)
+
+    def _parse(
+        self, status: int, raw: bytes, retry_after: float | None, *, lookup: bool
+    ) -> KlingTask:
+        key = self._key.get_secret_value().encode()
+        if key:
+            raw = raw.replace(key, b"***")  # an echo of the key must never reach a log
+        try:
+            payload: Any = json.loads(raw)
+        except ValueError:
+            payload = None
+        if status != 200 or (isinstance(payload, dict) and payload.get("code") not in (0, None)):
+            if lookup and status == 404:
+                code, message, request_id = parse_error_body(payload)
+                raise TaskNotFoundError(
+                    message or "not found", code=code, http_status=404, request_id=request_id
+                )
+            error = error_for(status, payload, retry_after=retry_after)
+            if isinstance(error, (ServiceUnavailableError, MalformedResponseError)):
+                raise _Ambiguous(error)
+            raise error
+        if payload is None:
+            raise _Ambiguous(MalformedResponseError(f"HTTP {status} with a body that isn't JSON"))
+        try:
+            envelope = Envelope.model_validate(payload)
+        except ValidationError as error:
+            raise _Ambiguous(
+                MalformedResponseError(f"unexpected answer: {error.error_count()} problems")
+            ) from None
+        if envelope.data is None:
+            raise _Ambiguous(MalformedResponseError("answer without data"))
+        return envelope.data
+
+    async def _backoff(self, attempt: int, error: KlingError) -> None:
+        delay = min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1))
+        delay += random.uniform(0, self.backoff_base)
+        if error.retry_after is not None:
+            delay = max(delay, error.retry_after)
+        log.info("Kling API: %s; retry %d in %.1f s", error, attempt, delay)
+        await self._sleep(delay)
+
+
+class _Ambiguous(Exception):
+    """The request may have reached the API; `cause` is the error to report."""
+
+    def __init__(self, cause: KlingError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class _NotSent(Exception):
+    """The request never reached the API."""
+
+    def __init__(self, cause: KlingError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), capped."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        if parsed is None:
+            return None
+        seconds = parsed.timestamp() - time.time()
+    return max(0.0, min(seconds, MAX_RETRY_AFTER))

@@ -1,0 +1,170 @@
+"""Request and response models of the multi-image-to-video route, with the documented limits."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MIN_IMAGES = 2
+MAX_IMAGES = 4
+MAX_PROMPT = 500
+MAX_NEGATIVE_PROMPT = 200
+MAX_DYNAMIC_MASKS = 6
+MAX_EXTERNAL_TASK_ID = 64
+
+Mode = Literal["std", "pro"]
+Duration = Literal["5", "10"]
+AspectRatio = Literal["16:9", "9:16", "1:1"]
+
+
+class ImageItem(BaseModel):
+    """One input image: a public URL or raw base64 (no `data:` prefix)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image: str = Field(min_length=1)
+
+    @field_validator("image")
+    @classmethod
+    def _no_data_prefix(cls, value: str) -> str:
+        if value.startswith("data:"):
+            raise ValueError("send raw base64 without a data: prefix")
+        return value
+
+
+class TrajectoryPoint(BaseModel):
+    """One point of a dynamic mask's motion path, in pixels."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    x: int
+    y: int
+
+
+class DynamicMask(BaseModel):
+    """A masked area and the path it should move along."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mask: str = Field(min_length=1)
+    trajectories: list[TrajectoryPoint] = Field(min_length=2, max_length=77)
+
+
+class MultiImageRequest(BaseModel):
+    """The body of `POST /kling/v1/videos/multi-image2video`, checked against part 1's limits.
+
+    Optional fields are sent only when set (`to_body`). The masks are modelled because the
+    seed documents them, but the bot's commands never send them (kling-api.md decision 5).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_name: str = "kling-v1-6"
+    image_list: list[ImageItem] = Field(min_length=MIN_IMAGES, max_length=MAX_IMAGES)
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT)
+    negative_prompt: str | None = Field(default=None, max_length=MAX_NEGATIVE_PROMPT)
+    mode: Mode | None = None
+    duration: Duration | None = None
+    aspect_ratio: AspectRatio | None = None
+    cfg_scale: float | None = Field(default=None, ge=0.0, le=1.0)
+    callback_url: str | None = None
+    external_task_id: str | None = Field(
+        default=None, min_length=1, max_length=MAX_EXTERNAL_TASK_ID
+    )
+    static_mask: str | None = None
+    dynamic_masks: list[DynamicMask] | None = Field(default=None, max_length=MAX_DYNAMIC_MASKS)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the prompt must not be blank")
+        return value
+
+    @field_validator("callback_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("callback_url must be an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _masks_need_static_or_dynamic(self) -> MultiImageRequest:
+        if self.dynamic_masks is not None and len(self.dynamic_masks) == 0:
+            raise ValueError("dynamic_masks, when sent, needs at least one mask")
+        return self
+
+    def to_body(self) -> dict[str, Any]:
+        """The JSON body: every field that was set, none that wasn't."""
+        return self.model_dump(exclude_none=True)
+
+
+class TaskStatus(StrEnum):
+    """A task's status as the API spells it (`succeed`, not `succeeded`)."""
+
+    SUBMITTED = "submitted"
+    PROCESSING = "processing"
+    SUCCEED = "succeed"
+    FAILED = "failed"
+
+
+class _Tolerant(BaseModel):
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
+
+
+class Video(_Tolerant):
+    """One generated video."""
+
+    id: str = ""
+    url: str
+    duration: str | None = None
+
+
+class TaskResult(_Tolerant):
+    """The task's output; `{}` while the task runs."""
+
+    videos: list[Video] = Field(default_factory=list)
+
+
+class TaskInfo(_Tolerant):
+    """Echo of what was sent, e.g. the external task id; often `{}`."""
+
+    external_task_id: str | None = None
+
+
+class KlingTask(_Tolerant):
+    """The `data` of a submit or query answer."""
+
+    task_id: str = Field(min_length=1)
+    task_status: TaskStatus
+    task_status_msg: str | None = None
+    task_info: TaskInfo = Field(default_factory=TaskInfo)
+    task_result: TaskResult = Field(default_factory=TaskResult)
+    created_at: int | None = None
+    updated_at: int | None = None
+
+    @field_validator("task_info", "task_result", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    @property
+    def finished(self) -> bool:
+        """Whether the task has ended, well or badly."""
+        return self.task_status in (TaskStatus.SUCCEED, TaskStatus.FAILED)
+
+    @property
+    def video(self) -> Video | None:
+        """The first video of a successful task."""
+        return self.task_result.videos[0] if self.task_result.videos else None
+
+
+class Envelope(_Tolerant):
+    """The envelope every answer comes in: `{code, message, request_id, data}`."""
+
+    code: int = 0
+    message: str = ""
+    request_id: str | None = None
+    data: KlingTask | None = None
