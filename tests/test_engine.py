@@ -1,0 +1,458 @@
+"""The task engine against the fake CometAPI, with a recording notifier and short intervals."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+from PIL import Image
+
+from bot.engine import EngineConfig, FailureReason, TaskEngine, new_callback_token
+from bot.kling.client import ClientTimeouts, KlingClient
+from bot.kling.ratelimit import RateLimiter
+from bot.media import MediaStore
+from bot.quota import QuotaLimits
+from bot.store import NewTask, Task, TaskState, TaskStore
+from tests.fakes.cometapi import MP4_BYTES, FakeCometAPI
+
+FAST = EngineConfig(
+    max_concurrent=2,
+    poll_interval=0.05,
+    poll_max_interval=0.2,
+    task_timeout=30,
+    submit_backoff=0.05,
+    download_backoff=0.01,
+)
+
+
+def png(size: tuple[int, int] = (320, 320)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (10, 120, 200)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@dataclass
+class RecordingNotifier:
+    """Records what the engine tells; can be told to fail deliveries."""
+
+    progress_calls: list[tuple[int, TaskState, int | None]] = field(default_factory=list)
+    delivered: list[Task] = field(default_factory=list)
+    failures: list[Task] = field(default_factory=list)
+    fail_deliveries: int = 0
+    events: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def progress(self, task: Task, queue_position: int | None) -> None:
+        self.progress_calls.append((task.id, task.state, queue_position))
+        async with self.events:
+            self.events.notify_all()
+
+    async def deliver(self, task: Task) -> int | None:
+        if self.fail_deliveries > 0:
+            self.fail_deliveries -= 1
+            raise RuntimeError("Discord is down")
+        self.delivered.append(task)
+        async with self.events:
+            self.events.notify_all()
+        return 9000 + task.id
+
+    async def failed(self, task: Task) -> None:
+        self.failures.append(task)
+        async with self.events:
+            self.events.notify_all()
+
+    async def wait(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        async with self.events:
+            await asyncio.wait_for(self.events.wait_for(predicate), timeout)
+
+
+@dataclass
+class World:
+    api: FakeCometAPI
+    store: TaskStore
+    session: aiohttp.ClientSession
+    media: MediaStore
+    notifier: RecordingNotifier
+    engines: list[TaskEngine] = field(default_factory=list)
+
+    def client(self) -> KlingClient:
+        return KlingClient(
+            self.session,
+            base_url=self.api.base_url,
+            api_key=self.api.api_key,
+            timeouts=ClientTimeouts(connect=1, submit=1, query=1),
+            max_retries=2,
+            backoff_base=0.01,
+            limiter=RateLimiter(500),
+        )
+
+    async def engine(self, config: EngineConfig = FAST, start: bool = True) -> TaskEngine:
+        engine = TaskEngine(
+            self.store, self.client(), self.notifier, self.session, self.media, config
+        )
+        self.engines.append(engine)
+        if start:
+            await engine.start()
+        return engine
+
+    async def new_task(
+        self, engine: TaskEngine | None = None, *, images: int = 2, **options: object
+    ) -> Task:
+        task = await self.store.reserve(
+            NewTask(
+                user_id=1,
+                guild_id=10,
+                channel_id=100,
+                locale="en-US",
+                prompt="a cat walks",
+                options=dict(options),
+                image_count=images,
+                input_dir="",
+                upload_limit=10 * 1024 * 1024,
+                callback_token=new_callback_token(),
+            ),
+            QuotaLimits.unlimited(),
+        )
+        folder = await self.media.save_inputs(task.external_task_id, [("PNG", png())] * images)
+        task = await self.store.update(task.id, input_dir=str(folder))
+        if engine is not None:
+            engine.enqueue(task)
+        return task
+
+    async def state(self, task: Task) -> Task:
+        current = await self.store.get(task.id)
+        assert current is not None
+        return current
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    async with FakeCometAPI(finish_after=0.15) as api, aiohttp.ClientSession() as session:
+        store = await TaskStore.open("sqlite:///:memory:")
+        w = World(api, store, session, MediaStore(tmp_path / "media"), RecordingNotifier())
+        try:
+            yield w
+        finally:
+            for engine in w.engines:
+                await engine.stop()
+            await store.close()
+
+
+async def test_a_task_goes_all_the_way_to_delivered(world: World) -> None:
+    engine = await world.engine()
+    task = await world.new_task(engine, images=4, duration="10", mode="pro")
+    await world.notifier.wait(lambda: len(world.notifier.delivered) == 1)
+    await asyncio.sleep(0.05)
+    done = await world.state(task)
+    assert done.state is TaskState.DELIVERED
+    assert done.result_message_id == 9000 + task.id
+    assert done.video_path is not None and Path(done.video_path).read_bytes() == MP4_BYTES
+    assert done.video_bytes == len(MP4_BYTES)
+    assert not done.quota_refunded
+    [submit] = world.api.submits
+    assert submit.body["external_task_id"] == task.external_task_id
+    assert len(submit.body["image_list"]) == 4
+    assert submit.body["duration"] == "10" and submit.body["mode"] == "pro"
+    assert "callback_url" not in submit.body
+    states = [state for tid, state, _ in world.notifier.progress_calls if tid == task.id]
+    assert TaskState.SUBMITTING in states and TaskState.SUBMITTED in states
+    assert world.api.violations == []
+
+
+async def test_provider_failure_is_told_and_refunded(world: World) -> None:
+    world.api.outcome = "failed"
+    engine = await world.engine()
+    task = await world.new_task(engine)
+    await world.notifier.wait(lambda: len(world.notifier.failures) == 1)
+    [failed] = world.notifier.failures
+    assert failed.state is TaskState.FAILED
+    assert failed.error_code == FailureReason.PROVIDER_FAILED
+    assert failed.status_message == world.api.failure_message
+    assert failed.quota_refunded
+    assert (await world.state(task)).quota_refunded
+
+
+async def test_content_policy_refusal_fails_without_retry(world: World) -> None:
+    world.api.add_fault("content_policy", on="submit")
+    engine = await world.engine()
+    await world.new_task(engine)
+    await world.notifier.wait(lambda: len(world.notifier.failures) == 1)
+    assert world.notifier.failures[0].error_code == FailureReason.CONTENT_POLICY
+    assert world.notifier.failures[0].quota_refunded
+    assert len(world.api.submits) == 1
+
+
+async def test_operator_problem_is_logged_once(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.api.add_fault("balance", on="submit", times=3)
+    engine = await world.engine()
+    for _ in range(3):
+        await world.new_task(engine)
+    await world.notifier.wait(lambda: len(world.notifier.failures) == 3)
+    alerts = [r for r in caplog.records if "OPERATOR ACTION NEEDED" in r.getMessage()]
+    assert len(alerts) == 1
+    assert all(t.error_code == FailureReason.OPERATOR for t in world.notifier.failures)
+
+
+async def test_1303_puts_the_task_back_in_the_queue(world: World) -> None:
+    world.api.add_fault("concurrency", on="submit", times=2)
+    engine = await world.engine()
+    task = await world.new_task(engine)
+    await world.notifier.wait(lambda: len(world.notifier.delivered) == 1)
+    assert len(world.api.submits) == 3
+    assert world.notifier.failures == []
+    assert (await world.state(task)).attempts == 3
+
+
+async def test_queue_keeps_at_most_max_concurrent_at_the_provider(world: World) -> None:
+    world.api.max_concurrent = 2
+    world.api.finish_after = 0.3
+    engine = await world.engine()
+    tasks = [await world.new_task(engine) for _ in range(5)]
+    await world.notifier.wait(lambda: len(world.notifier.delivered) == 5, timeout=20)
+    sent = [r.body["external_task_id"] for r in world.api.submits]
+    assert sent == [t.external_task_id for t in tasks], "submitted in FIFO order"
+    positions = [(tid, pos) for tid, state, pos in world.notifier.progress_calls if pos is not None]
+    assert (tasks[4].id, 3) in positions and (tasks[4].id, 1) in positions
+    refused = len(world.api.submits) - 5
+    assert refused == 0, "the engine's own limit kept it under the provider's"
+
+
+async def test_500_and_429_bursts_while_polling(world: World) -> None:
+    world.api.finish_after = 0.3
+    engine = await world.engine()
+    task = await world.new_task(engine)
+    world.api.add_fault("server_error", on="query", times=4)
+    world.api.add_fault("rate_limit", on="query", times=3, retry_after=0.01)
+    await world.notifier.wait(lambda: len(world.notifier.delivered) == 1, timeout=15)
+    assert (await world.state(task)).state is TaskState.DELIVERED
+    assert len(world.api.submits) == 1
+
+
+async def test_unfinished_task_times_out(world: World) -> None:
+    world.api.finish_after = 1000
+    config = EngineConfig(**{**FAST.__dict__, "task_timeout": 0.4})
+    engine = await world.engine(config)
+    task = await world.new_task(engine)
+    await world.notifier.wait(lambda: len(world.notifier.failures) == 1)
+    timed_out = await world.state(task)
+    assert timed_out.state is TaskState.TIMED_OUT
+    assert not timed_out.quota_refunded, "a timed-out task keeps its quota used"
+
+
+async def test_polls_back_off(world: World) -> None:
+    world.api.processing_after = 100
+    world.api.finish_after = 100
+    config = EngineConfig(
+        **{**FAST.__dict__, "poll_interval": 0.05, "poll_max_interval": 0.4, "poll_jitter": 0.0}
+    )
+    engine = await world.engine(config)
+    task = await world.new_task(engine)
+    await asyncio.sleep(1.5)
+    queries = [r.at for r in world.api.queries]
+    gaps = [b - a for a, b in itertools.pairwise(queries)]
+    assert 4 <= len(queries) <= 9, queries
+    assert gaps[-1] > gaps[0] * 2, gaps
+    assert (await world.state(task)).state is TaskState.SUBMITTED
+
+
+async def test_video_that_is_not_mp4_is_delivered_as_a_link(world: World) -> None:
+    world.api.video_bytes = b"<html>not a video</html>"
+    engine = await world.engine()
+    task = await world.new_task(engine)
+    await world.notifier.wait(lambda: len(world.notifier.delivered) == 1)
+    [delivered] = world.notifier.delivered
+    assert delivered.video_path is None
+    assert delivered.error_code == FailureReason.VIDEO_NOT_MP4
+    assert delivered.video_url and delivered.video_url.endswith(".mp4")
+    assert not world.media.video_path(task.id).exists()
+
+
+async def test_video_over_the_cap_is_delivered_as_a_link(world: World) -> None:
+    world.api.video_bytes = MP4_BYTES + b"\0" * 100_000
+    config = EngineConfig(**{**FAST.__dict__, "video_max_bytes": 50_000})
+    engine = await world.engine(config)
+    task = await world.new_task(engine)
+    await world.notifier.wait(lambda: len(world.notifier.delivered) == 1)
+    assert world.notifier.delivered[0].error_code == FailureReason.VIDEO_TOO_LARGE
+    assert not world.media.video_path(task.id).exists()
+
+
+async def test_failed_delivery_is_retried(world: World) -> None:
+    world.notifier.fail_deliveries = 2
+    engine = await world.engine()
+    task = await world.new_task(engine)
+    await world.notifier.wait(lambda: len(world.notifier.delivered) == 1, timeout=15)
+    await asyncio.sleep(0.05)
+    assert (await world.state(task)).state is TaskState.DELIVERED
+    assert len([r for r in world.api.requests if r.path.startswith("/videos/")]) == 1, (
+        "downloaded once"
+    )
+
+
+# --- restarts ----------------------------------------------------------------------------
+
+
+async def test_restart_picks_up_every_state(world: World) -> None:
+    world.api.finish_after = 0.2
+    queued = await world.new_task()
+    submitted = await world.new_task()
+    remote = await world.client().submit_multi_image(
+        await TaskEngine(
+            world.store, world.client(), world.notifier, world.session, world.media, FAST
+        )._build_request(submitted)
+    )
+    await world.store.transition(submitted.id, TaskState.SUBMITTING, expect=TaskState.QUEUED)
+    await world.store.transition(submitted.id, TaskState.SUBMITTED, kling_task_id=remote.task_id)
+    succeeded = await world.new_task()
+    await world.store.transition(succeeded.id, TaskState.SUBMITTING)
+    await world.store.transition(succeeded.id, TaskState.SUBMITTED, kling_task_id="x")
+    await world.store.transition(
+        succeeded.id, TaskState.SUCCEEDED, video_url=world.api.base_url + "/videos/nope.mp4"
+    )
+    await world.engine()
+    await world.notifier.wait(lambda: len(world.notifier.delivered) == 3, timeout=15)
+    assert {t.id for t in world.notifier.delivered} == {queued.id, submitted.id, succeeded.id}
+    assert len(world.api.submits) == 2, "the submitted task was not sent again"
+    [link_only] = [t for t in world.notifier.delivered if t.id == succeeded.id]
+    assert link_only.error_code == FailureReason.VIDEO_DOWNLOAD_FAILED
+    downloads = [r for r in world.api.requests if r.path == "/videos/nope.mp4"]
+    assert len(downloads) == 3, "the download was retried, then the link delivered"
+
+
+async def test_restart_in_submitting_when_the_provider_has_it(world: World) -> None:
+    task = await world.new_task()
+    request = await TaskEngine(
+        world.store, world.client(), world.notifier, world.session, world.media, FAST
+    )._build_request(task)
+    await world.store.transition(task.id, TaskState.SUBMITTING, attempts=1)
+    await world.client().submit_multi_image(request)  # reached the provider, then the crash
+    await world.engine()
+    await world.notifier.wait(lambda: len(world.notifier.delivered) == 1)
+    assert len(world.api.submits) == 1, "found by external id, never sent twice"
+    assert len(world.api.tasks) == 1
+
+
+async def test_restart_in_submitting_when_the_provider_never_got_it(world: World) -> None:
+    task = await world.new_task()
+    await world.store.transition(task.id, TaskState.SUBMITTING, attempts=1)
+    await world.engine()
+    await world.notifier.wait(lambda: len(world.notifier.delivered) == 1)
+    assert len(world.api.submits) == 1, "sent once, after a clear not found"
+
+
+async def test_restart_in_submitting_with_an_unknown_answer_is_not_resubmitted(
+    world: World,
+) -> None:
+    task = await world.new_task()
+    await world.store.transition(task.id, TaskState.SUBMITTING, attempts=1)
+    fault = world.api.add_fault("server_error", on="query", times=1000)
+    await world.engine()
+    await asyncio.sleep(0.6)
+    assert len(world.api.queries) >= 3, "the lookup was tried again"
+    assert world.api.submits == [], "never resubmitted while the lookup can't answer"
+    assert (await world.state(task)).state is TaskState.SUBMITTING
+    world.api.faults.remove(fault)
+    await world.notifier.wait(lambda: len(world.notifier.delivered) == 1, timeout=15)
+    assert len(world.api.submits) == 1
+
+
+async def test_stop_then_start_loses_nothing(world: World) -> None:
+    world.api.finish_after = 0.5
+    engine = await world.engine()
+    tasks = [await world.new_task(engine) for _ in range(4)]
+    await asyncio.sleep(0.15)
+    await engine.stop()
+    world.engines.remove(engine)
+    states = [(await world.state(t)).state for t in tasks]
+    assert TaskState.DELIVERED not in states[2:], states
+    await world.engine()
+    await world.notifier.wait(
+        lambda: len({t.id for t in world.notifier.delivered}) == 4, timeout=20
+    )
+    assert len(world.api.tasks) == 4, "no task created twice"
+
+
+# --- callbacks ---------------------------------------------------------------------------
+
+
+async def callback_engine(world: World) -> TaskEngine:
+    world.api.finish_after = 1000
+    config = EngineConfig(
+        **{
+            **FAST.__dict__,
+            "poll_interval": 5.0,
+            "poll_max_interval": 5.0,
+            "callback_public_url": "https://bot.example.org",
+            "callback_listen_port": 0,
+        }
+    )
+    return await world.engine(config)
+
+
+async def test_callback_wakes_the_task_at_once(world: World) -> None:
+    engine = await callback_engine(world)
+    task = await world.new_task(engine)
+    await world.notifier.wait(
+        lambda: any(s is TaskState.SUBMITTED for _, s, _ in world.notifier.progress_calls)
+    )
+    current = await world.state(task)
+    assert world.api.submits[0].body["callback_url"] == engine.callback_url(current)
+    world.api.finish(current.kling_task_id or "")
+    url = f"http://127.0.0.1:{engine.callback_port}/kling/callback/{task.id}/{task.callback_token}"
+    body = {"task_id": current.kling_task_id, "task_status": "succeed", "task_result": {}}
+    for _ in range(2):  # a repeat changes nothing
+        async with world.session.post(url, json=body) as response:
+            assert response.status == 200
+    await world.notifier.wait(lambda: len(world.notifier.delivered) == 1, timeout=3)
+    await asyncio.sleep(0.1)
+    assert len(world.notifier.delivered) == 1
+
+
+async def test_forged_callback_token_gets_404_and_changes_nothing(world: World) -> None:
+    engine = await callback_engine(world)
+    task = await world.new_task(engine)
+    await world.notifier.wait(
+        lambda: any(s is TaskState.SUBMITTED for _, s, _ in world.notifier.progress_calls)
+    )
+    before = len(world.api.queries)
+    for path in (
+        f"/kling/callback/{task.id}/forged",
+        f"/kling/callback/99999/{task.callback_token}",
+        "/kling/callback/x/y",
+    ):
+        async with world.session.post(
+            f"http://127.0.0.1:{engine.callback_port}{path}",
+            json={"task_id": "1", "task_status": "succeed"},
+        ) as response:
+            assert response.status == 404
+    await asyncio.sleep(0.2)
+    assert len(world.api.queries) == before
+    assert (await world.state(task)).state is TaskState.SUBMITTED
+
+
+async def test_callback_with_a_bad_body_is_refused(world: World) -> None:
+    engine = await callback_engine(world)
+    task = await world.new_task(engine)
+    url = f"http://127.0.0.1:{engine.callback_port}/kling/callback/{task.id}/{task.callback_token}"
+    async with world.session.post(url, data=b"not json") as response:
+        assert response.status == 400
+
+
+async def test_retention_removes_old_inputs_and_videos(world: World) -> None:
+    engine = await world.engine(EngineConfig(**{**FAST.__dict__, "retention_seconds": 0.001}))
+    task = await world.new_task(engine)
+    await world.notifier.wait(lambda: len(world.notifier.delivered) == 1)
+    await asyncio.sleep(0.05)
+    done = await world.state(task)
+    assert Path(done.input_dir).exists()
+    await engine._sweep_retention()
+    assert not Path(done.input_dir).exists()
+    assert done.video_path and not Path(done.video_path).exists()
+    assert (await world.state(task)).inputs_removed_at is not None
