@@ -51,9 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(check(settings))
     from bot.app import run_bot  # discord is only imported when the bot really runs
 
-    return run_bot(
-        settings, force_sync=args.command == "sync", exit_after_sync=args.command == "sync"
-    )
+    syncing = args.command == "sync"
+    return run_bot(settings, force_sync=syncing, sync_only=syncing)
 
 
 async def check(settings: Settings) -> int:

@@ -1,0 +1,180 @@
+"""`KlingBot`: the discord.py bot that wires the services together and runs them.
+
+`setup_hook` creates the one aiohttp session, opens the store, loads every extension in
+`cogs/`, starts the engine and syncs the slash commands only when they changed. `close`
+stops the engine and then closes the session and the store. SIGTERM and SIGINT end the bot
+cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import pkgutil
+import signal
+import sys
+from typing import Any
+
+import aiohttp
+import discord
+from discord.ext import commands
+
+import cogs
+from bot.config import Settings
+from bot.engine import EngineConfig, TaskEngine
+from bot.kling.client import KlingClient
+from bot.kling.ratelimit import RateLimiter
+from bot.media import MediaStore
+from bot.store import TaskStore
+from cogs._delivery import DiscordNotifier
+from cogs._translator import KlingTranslator
+
+log = logging.getLogger(__name__)
+
+COMMAND_HASH_KEY = "command_tree_hash"
+
+
+def extension_names() -> list[str]:
+    """Every extension in `cogs/`: its public modules (private helpers start with `_`)."""
+    return sorted(
+        f"{cogs.__name__}.{module.name}"
+        for module in pkgutil.iter_modules(cogs.__path__)
+        if not module.name.startswith("_")
+    )
+
+
+class KlingBot(commands.Bot):
+    """The bot: default intents only, slash commands, services ready after `setup_hook`."""
+
+    session: aiohttp.ClientSession
+    store: TaskStore
+    media: MediaStore
+    kling: KlingClient
+    engine: TaskEngine
+    notifier: DiscordNotifier
+
+    def __init__(
+        self, settings: Settings, *, force_sync: bool = False, sync_only: bool = False
+    ) -> None:
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=discord.Intents.default(),
+            help_command=None,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+        self.settings = settings
+        self.force_sync = force_sync
+        self.sync_only = sync_only
+
+    async def setup_hook(self) -> None:
+        """Create the services, load the cogs, start the engine, sync commands if they changed."""
+        settings = self.settings
+        self.session = aiohttp.ClientSession()
+        self.store = await TaskStore.open(settings.database_url)
+        self.media = MediaStore(settings.media_dir)
+        limiter = RateLimiter(settings.api_max_queries_per_second)
+        self.kling = KlingClient.from_settings(self.session, settings, limiter=limiter)
+        self.notifier = DiscordNotifier(self)
+        self.engine = TaskEngine(
+            self.store,
+            self.kling,
+            self.notifier,
+            self.session,
+            self.media,
+            EngineConfig.from_settings(settings),
+        )
+        await self.tree.set_translator(KlingTranslator())
+        for name in extension_names():
+            try:
+                await self.load_extension(name)
+            except commands.ExtensionError:
+                log.exception("Extension %s failed to load; the bot runs without it", name)
+        await self.sync_commands(force=self.force_sync)
+        if self.sync_only:
+            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.close()))
+            return
+        await self.engine.start()
+
+    async def close(self) -> None:
+        """Stop the engine, then Discord, then the session and the store."""
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            await engine.stop()
+        notifier = getattr(self, "notifier", None)
+        if notifier is not None:
+            await notifier.flush()
+        await super().close()
+        if hasattr(self, "session"):
+            await self.session.close()
+        if hasattr(self, "store"):
+            await self.store.close()
+
+    async def command_payload(self) -> list[dict[str, Any]]:
+        """The commands exactly as a sync would send them (translated)."""
+        translator = self.tree.translator
+        payload: list[dict[str, Any]] = []
+        for command in self.tree.get_commands():
+            if translator is not None:
+                payload.append(await command.get_translated_payload(self.tree, translator))
+            else:
+                payload.append(command.to_dict(self.tree))
+        return payload
+
+    async def sync_commands(self, *, force: bool = False) -> bool:
+        """Sync the commands when they changed since the last sync (or when forced)."""
+        guild_ids = self.settings.discord_guild_ids
+        payload = await self.command_payload()
+        digest = hashlib.sha256(
+            json.dumps({"guilds": guild_ids, "commands": payload}, sort_keys=True).encode()
+        ).hexdigest()
+        if not force and await self.store.get_meta(COMMAND_HASH_KEY) == digest:
+            log.info("Slash commands unchanged since the last sync; not syncing")
+            return False
+        if guild_ids:
+            for guild_id in guild_ids:
+                guild = discord.Object(id=guild_id)
+                self.tree.copy_global_to(guild=guild)
+                await self.tree.sync(guild=guild)
+            log.info("Slash commands synced to guilds %s", guild_ids)
+        else:
+            await self.tree.sync()
+            log.info("Slash commands synced globally (Discord may take a while to show them)")
+        await self.store.set_meta(COMMAND_HASH_KEY, digest)
+        return True
+
+
+def run_bot(settings: Settings, *, force_sync: bool = False, sync_only: bool = False) -> int:
+    """Run the bot until SIGTERM/SIGINT (or, with `sync_only`, until the commands are synced)."""
+    discord.utils.setup_logging(level=logging.getLevelName(settings.log_level))
+    try:
+        asyncio.run(_serve(settings, force_sync=force_sync, sync_only=sync_only))
+    except discord.LoginFailure:
+        print("Discord refused DISCORD_TOKEN: check the bot token in .env.", file=sys.stderr)
+        return 1
+    except discord.PrivilegedIntentsRequired:  # pragma: no cover - the bot asks for none
+        print("Discord refused the intents the bot asked for.", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _serve(settings: Settings, *, force_sync: bool, sync_only: bool) -> None:
+    bot = KlingBot(settings, force_sync=force_sync, sync_only=sync_only)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    async with bot:
+        runner = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()))
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if stopper in done:
+            log.info("Stopping: finishing what is in flight")
+            await bot.close()
+        else:
+            stopper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner

@@ -1,0 +1,143 @@
+"""The buttons under a delivered video: Regenerate, Details, Delete.
+
+Their state lives in the custom_id (`kling:<action>:<task id>`) through discord.py's
+`DynamicItem`, so they keep working after a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot.store import Task
+from bot.strings import text
+from cogs._messages import clip, options_text, state_text
+
+if TYPE_CHECKING:
+    from bot.app import KlingBot
+
+log = logging.getLogger(__name__)
+
+ACTIONS = ("regen", "details", "delete")
+STYLES = {
+    "regen": discord.ButtonStyle.primary,
+    "details": discord.ButtonStyle.secondary,
+    "delete": discord.ButtonStyle.danger,
+}
+EMOJI = {"regen": "🔁", "details": "ℹ️", "delete": "🗑️"}
+LABEL_KEYS = {"regen": "button.regenerate", "details": "button.details", "delete": "button.delete"}
+
+
+def task_marker(task_id: int) -> str:
+    """The custom_id that marks a task's result message (its Details button)."""
+    return f"kling:details:{task_id}"
+
+
+class TaskButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"kling:(?P<action>regen|details|delete):(?P<task_id>[0-9]{1,20})",
+):
+    """One of the result buttons; everything it needs is in its custom_id."""
+
+    def __init__(self, action: str, task_id: int, locale: str | None = None) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=text(locale, LABEL_KEYS[action]),
+                style=STYLES[action],
+                emoji=EMOJI[action],
+                custom_id=f"kling:{action}:{task_id}",
+            )
+        )
+        self.action = action
+        self.task_id = task_id
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> TaskButton:
+        """Rebuild the button from a press, also after a restart."""
+        return cls(match["action"], int(match["task_id"]), str(interaction.locale))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        """Route the press to its action."""
+        bot: KlingBot = interaction.client
+        locale = str(interaction.locale)
+        task = await bot.store.get(self.task_id)
+        if task is None:
+            await interaction.response.send_message(text(locale, "reply.task_gone"), ephemeral=True)
+            return
+        if self.action == "details":
+            await interaction.response.send_message(
+                embed=details_embed(task, locale, bot), ephemeral=True
+            )
+            return
+        if not may_manage(interaction, task):
+            await interaction.response.send_message(text(locale, "reply.not_yours"), ephemeral=True)
+            return
+        if self.action == "delete":
+            await delete_result(interaction, task)
+        else:
+            from cogs._flow import regenerate  # the flow imports the buttons' view
+
+            await regenerate(interaction, task)
+
+
+def result_view(task: Task) -> discord.ui.View:
+    """The buttons under a result message."""
+    view = discord.ui.View(timeout=None)
+    for action in ACTIONS:
+        view.add_item(TaskButton(action, task.id, task.locale))
+    return view
+
+
+def may_manage(interaction: discord.Interaction[Any], task: Task) -> bool:
+    """The task's owner, or someone who may manage the server."""
+    if interaction.user.id == task.user_id:
+        return True
+    permissions = interaction.permissions
+    return permissions.manage_guild or permissions.administrator
+
+
+def details_embed(task: Task, locale: str, bot: KlingBot) -> discord.Embed:
+    """What the Details button shows."""
+    end = task.delivered_at or task.finished_at or time.time()
+    taken = f"{max(0, round(end - task.created_at))} s"
+    body = text(
+        locale,
+        "details.body",
+        kling_id=task.kling_task_id or "—",
+        model=bot.settings.kling_model,
+        options=options_text(task).replace("\n", "; "),
+        images=task.image_count,
+        taken=taken,
+        state=state_text(task),
+    )
+    embed = discord.Embed(
+        title=text(locale, "details.title", task_id=task.id), description=clip(body, 4000)
+    )
+    embed.add_field(name="Prompt", value=clip(task.prompt, 1024), inline=False)
+    return embed
+
+
+async def delete_result(interaction: discord.Interaction[Any], task: Task) -> None:
+    """Remove the result message and the kept video."""
+    bot: KlingBot = interaction.client
+    await interaction.response.send_message(
+        text(str(interaction.locale), "reply.deleted"), ephemeral=True
+    )
+    if interaction.message is not None:
+        try:
+            await interaction.message.delete()
+        except discord.HTTPException:
+            log.info("Task %d: the result message couldn't be deleted", task.id)
+    if task.video_path:
+        await bot.media.remove(task.video_path)
+        await bot.store.update(task.id, video_path=None)

@@ -1,0 +1,304 @@
+"""One video request, from a deferred interaction to a queued task with its status message.
+
+Shared by `/video`, the "Make a video" context menu and the Regenerate button:
+options → permissions → images (intake, or the kept inputs) → blocked words → quota (one
+atomic reservation with the insert) → status message and thread → the engine's queue.
+Anything refused before the reservation is an ephemeral reply that says what to fix.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot.engine import new_callback_token
+from bot.images import AttachmentRef, ImageIntakeError, prepare_images
+from bot.kling.models import MAX_NEGATIVE_PROMPT, MAX_PROMPT
+from bot.quota import QuotaExceeded, find_blocked_word, resolve_limits
+from bot.store import NewTask, Task, TaskState, new_external_task_id
+from bot.strings import image_templates, text
+from cogs._messages import clip, describe_error, jump_url, status_embed
+
+if TYPE_CHECKING:
+    from bot.app import KlingBot
+
+log = logging.getLogger(__name__)
+
+DURATIONS = ("5", "10")
+MODES = ("std", "pro")
+ASPECT_RATIOS = ("16:9", "9:16", "1:1")
+THREAD_NAME_MAX = 100
+
+
+@dataclass
+class VideoRequest:
+    """What the user asked for: images (attachments, or kept inputs) and options."""
+
+    prompt: str
+    duration: str | None = None
+    mode: str | None = None
+    aspect_ratio: str | None = None
+    negative_prompt: str | None = None
+    cfg_scale: float | None = None
+    attachments: list[AttachmentRef] = field(default_factory=list)
+    kept_inputs: list[tuple[str, bytes]] | None = None  # (format, bytes), for Regenerate
+    image_names: list[str] = field(default_factory=list)
+
+    def problems(self, locale: str) -> list[str]:
+        """What is wrong with the options, in the user's words."""
+        out: list[str] = []
+        prompt = self.prompt.strip()
+        if not prompt:
+            out.append(text(locale, "reply.prompt_empty"))
+        elif len(prompt) > MAX_PROMPT:
+            out.append(text(locale, "reply.prompt_too_long", length=len(prompt), limit=MAX_PROMPT))
+        if self.negative_prompt and len(self.negative_prompt) > MAX_NEGATIVE_PROMPT:
+            out.append(
+                text(
+                    locale,
+                    "reply.negative_too_long",
+                    length=len(self.negative_prompt),
+                    limit=MAX_NEGATIVE_PROMPT,
+                )
+            )
+        if self.duration is not None and self.duration not in DURATIONS:
+            out.append(text(locale, "reply.bad_duration"))
+        if self.mode is not None and self.mode not in MODES:
+            out.append(text(locale, "reply.bad_mode"))
+        if self.cfg_scale is not None and not 0 <= self.cfg_scale <= 1:
+            out.append(text(locale, "reply.bad_cfg"))
+        return out
+
+    def options(self) -> dict[str, Any]:
+        """The API options that were set."""
+        values = {
+            "duration": self.duration,
+            "mode": self.mode,
+            "aspect_ratio": self.aspect_ratio,
+            "negative_prompt": self.negative_prompt or None,
+            "cfg_scale": self.cfg_scale,
+        }
+        return {key: value for key, value in values.items() if value is not None}
+
+
+def attachment_refs(attachments: Sequence[discord.Attachment]) -> list[AttachmentRef]:
+    """What intake needs to know of Discord attachments."""
+    return [
+        AttachmentRef(
+            position=position,
+            filename=attachment.filename,
+            url=attachment.url,
+            size=attachment.size,
+            content_type=attachment.content_type,
+            width=attachment.width,
+            height=attachment.height,
+        )
+        for position, attachment in enumerate(attachments, start=1)
+    ]
+
+
+def missing_permissions(interaction: discord.Interaction[Any]) -> list[str]:
+    """Permissions the bot needs in this channel to post the status and the result."""
+    if interaction.guild is None:
+        return []
+    permissions = interaction.app_permissions
+    needed = {"view_channel": "View Channel", "embed_links": "Embed Links"}
+    if isinstance(interaction.channel, discord.Thread):
+        needed["send_messages_in_threads"] = "Send Messages in Threads"
+    else:
+        needed["send_messages"] = "Send Messages"
+    return [label for name, label in needed.items() if not getattr(permissions, name)]
+
+
+def can_open_thread(interaction: discord.Interaction[Any]) -> bool:
+    """Whether the result can go to a new thread on the status message."""
+    channel = interaction.channel
+    permissions = interaction.app_permissions
+    return (
+        interaction.guild is not None
+        and isinstance(channel, discord.TextChannel)
+        and permissions.create_public_threads
+        and permissions.send_messages_in_threads
+    )
+
+
+async def reply(interaction: discord.Interaction[Any], content: str) -> None:
+    """Answer the deferred interaction privately (the first answer edits the 'thinking')."""
+    content = clip(content, 2000)
+    try:
+        if interaction.response.is_done():
+            await interaction.edit_original_response(content=content, embed=None, view=None)
+        else:
+            await interaction.response.send_message(content, ephemeral=True)
+    except discord.HTTPException:
+        log.warning("Couldn't answer interaction %s", interaction.id, exc_info=True)
+
+
+async def start_video(interaction: discord.Interaction[Any], request: VideoRequest) -> Task | None:
+    """Run one request after the defer; every refusal is an ephemeral reply, nothing reserved."""
+    bot: KlingBot = interaction.client
+    locale = str(interaction.locale)
+    task: Task | None = None
+    try:
+        problems = request.problems(locale)
+        if problems:
+            await reply(interaction, "\n".join(problems))
+            return None
+        missing = missing_permissions(interaction)
+        if missing:
+            await reply(
+                interaction,
+                text(locale, "reply.missing_permissions", permissions=", ".join(missing)),
+            )
+            return None
+        guild_settings = (
+            await bot.store.get_guild_settings(interaction.guild_id)
+            if interaction.guild_id
+            else None
+        )
+        if guild_settings is not None:
+            word = find_blocked_word(request.prompt, guild_settings.blocked_words)
+            if word is not None:
+                await reply(interaction, text(locale, "reply.blocked_word", word=word))
+                return None
+        changes: list[str] = []
+        if request.kept_inputs is not None:
+            inputs = request.kept_inputs
+            image_urls: list[str] = []
+        else:
+            images = await prepare_images(
+                bot.session,
+                request.attachments,
+                autofix=bot.settings.image_autofix,
+                timeout=bot.settings.image_download_timeout_seconds,
+            )
+            inputs = [(image.format, image.data) for image in images]
+            image_urls = [image.api_value(bot.settings.image_transport) for image in images]
+            image_urls = [url for url in image_urls if url.startswith(("http://", "https://"))]
+            templates = image_templates(locale)
+            changes = [change.render(templates) for image in images for change in image.changes]
+            request.image_names = [image.filename for image in images]
+
+        roles = [role.id for role in getattr(interaction.user, "roles", [])]
+        limits = resolve_limits(bot.settings, guild_settings, roles, interaction.user.id)
+        external_id = new_external_task_id()
+        folder = await bot.media.save_inputs(external_id, inputs)
+        threaded = can_open_thread(interaction)
+        options: dict[str, Any] = {
+            **request.options(),
+            "image_names": request.image_names,
+            "result_where": "thread" if threaded else "channel",
+            "quota_daily": None if limits.exempt else limits.daily_per_user,
+        }
+        if image_urls and len(image_urls) == len(inputs):
+            options["image_urls"] = image_urls
+        assert interaction.channel_id is not None
+        try:
+            task = await bot.store.reserve(
+                NewTask(
+                    user_id=interaction.user.id,
+                    guild_id=interaction.guild_id,
+                    channel_id=interaction.channel_id,
+                    locale=locale,
+                    prompt=request.prompt.strip(),
+                    options=options,
+                    image_count=len(inputs),
+                    input_dir=str(folder),
+                    upload_limit=interaction.filesize_limit,
+                    callback_token=new_callback_token(),
+                    external_task_id=external_id,
+                ),
+                limits,
+            )
+        except QuotaExceeded:
+            await bot.media.remove(folder)
+            raise
+        task = await _post_status(interaction, task, threaded)
+        bot.engine.enqueue(task)
+        assert task.status_message_id is not None
+        link = jump_url(task.guild_id, task.channel_id, task.status_message_id)
+        answer = text(locale, "reply.accepted", link=link)
+        if changes:
+            answer += "\n" + text(
+                locale, "reply.accepted_changes", changes="\n".join(f"• {c}" for c in changes)
+            )
+        await reply(interaction, answer)
+        return task
+    except (ImageIntakeError, QuotaExceeded) as error:
+        await reply(interaction, describe_error(locale, error))
+        return None
+    except Exception as error:
+        log.exception("Video request failed (task %s)", task.id if task else "none")
+        await reply(interaction, describe_error(locale, error, task.id if task else None))
+        return None
+
+
+async def _post_status(interaction: discord.Interaction[Any], task: Task, threaded: bool) -> Task:
+    """Post the public status message, open its thread, and remember both."""
+    bot: KlingBot = interaction.client
+    channel = bot.get_partial_messageable(task.channel_id, guild_id=task.guild_id)
+    quota_line = await bot.notifier.quota_line(task)
+    position = bot.engine.queue_position(task.id) or bot.engine.tracked + 1
+    try:
+        message = await channel.send(
+            embed=status_embed(task, queue_position=position, quota_line=quota_line)
+        )
+    except discord.HTTPException:
+        # Nothing was started: give the reservation back and say so.
+        await bot.store.transition(
+            task.id, TaskState.FAILED, expect=TaskState.QUEUED, error_code="not_submitted"
+        )
+        await bot.store.refund(task.id)
+        raise
+    thread_id: int | None = None
+    if threaded:
+        name = text(task.locale, "status.thread_name", task_id=task.id, prompt=task.prompt)
+        try:
+            thread = await message.create_thread(name=clip(name, THREAD_NAME_MAX))
+            thread_id = thread.id
+        except discord.HTTPException as error:
+            log.info("Task %d: no thread (%s); the result goes to the channel", task.id, error)
+    options = dict(task.options)
+    if thread_id is None:
+        options["result_where"] = "channel"
+    task = await bot.store.update(
+        task.id, status_message_id=message.id, thread_id=thread_id, options=options
+    )
+    if thread_id is None and threaded:
+        await bot.notifier.edit_status(task, queue_position=position)
+    return task
+
+
+async def regenerate(interaction: discord.Interaction[Any], original: Task) -> None:
+    """Start the same request again from the kept inputs; it counts against the quota."""
+    bot: KlingBot = interaction.client
+    locale = str(interaction.locale)
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    folder = Path(original.input_dir)
+    inputs: list[tuple[str, bytes]] = []
+    if original.inputs_removed_at is None and original.input_dir:
+        try:
+            datas = await bot.media.load_inputs(folder)
+        except OSError:
+            datas = []
+        inputs = [("PNG" if data.startswith(b"\x89PNG") else "JPEG", data) for data in datas]
+    if len(inputs) < 2:
+        await reply(interaction, text(locale, "reply.inputs_gone"))
+        return
+    options = original.options
+    request = VideoRequest(
+        prompt=original.prompt,
+        duration=options.get("duration"),
+        mode=options.get("mode"),
+        aspect_ratio=options.get("aspect_ratio"),
+        negative_prompt=options.get("negative_prompt"),
+        cfg_scale=options.get("cfg_scale"),
+        kept_inputs=inputs,
+        image_names=list(options.get("image_names") or []),
+    )
+    await start_video(interaction, request)
