@@ -99,7 +99,9 @@ class Settings(BaseSettings):
     def _sqlite(cls, value: str) -> str:
         """Only SQLite is supported: `sqlite:///path` or `sqlite:///:memory:`."""
         if not value.startswith("sqlite:///") or len(value) == len("sqlite:///"):
-            raise ValueError("must look like sqlite:///data/kling-bot.sqlite3 or sqlite:///:memory:")
+            raise ValueError(
+                "must look like sqlite:///data/kling-bot.sqlite3 or sqlite:///:memory:"
+            )
         return value
 
     @field_validator("log_level")
