@@ -1169,6 +1169,16 @@ class FakeDiscord:
                 if r["id"] in self._blocked_dm_users:
                     self._refuse(rec, "forbidden", 403, 50007, "Cannot send messages to this user")
 
+    def _app_permissions(self, channel_id: str) -> int:
+        """The bot's permissions in a channel, as Discord reports them in an interaction."""
+        permissions = DEFAULT_BOT_PERMISSIONS
+        denied = self._denied.get(str(channel_id), set())
+        if "threads" in denied:
+            permissions &= ~((1 << 35) | (1 << 36))  # CREATE_PUBLIC/PRIVATE_THREADS
+        if "send" in denied:
+            permissions &= ~((1 << 11) | (1 << 38))  # SEND_MESSAGES (+ IN_THREADS)
+        return permissions
+
     def _channel(self, rec: RecordedRequest, channel_id: str) -> dict[str, Any]:
         channel = self.channels.get(channel_id)
         if channel is None:
@@ -1406,7 +1416,7 @@ class FakeDiscord:
             "version": 1,
             "channel_id": cid,
             "channel": copy.deepcopy(channel),
-            "app_permissions": str(DEFAULT_BOT_PERMISSIONS),
+            "app_permissions": str(self._app_permissions(cid)),
             "locale": locale,
             "entitlements": [],
             "entitlement_sku_ids": [],

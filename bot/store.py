@@ -1,0 +1,1185 @@
+"""The SQLite store: task rows, the quota ledger, per-guild settings, migrations.
+
+One `TaskStore` owns one aiosqlite connection. Every statement on it runs under an asyncio
+lock, so a transaction started by one coroutine never swallows another coroutine's write.
+Writes that must be atomic across processes (reservations, migrations) run in
+`BEGIN IMMEDIATE` transactions, which take SQLite's write lock up front; other connections
+wait for it (`busy_timeout`) instead of failing.
+
+Durability: WAL journal with `synchronous=NORMAL`. A killed process (SIGKILL, OOM) never
+loses a committed transaction nor corrupts the file: commits sit in the WAL, which the OS
+keeps. Only a power cut / kernel crash can lose the last few commits (never consistency);
+the engine's resume recovers an interrupted submit through `external_task_id`, so commits
+without an fsync each are worth it. Pass `synchronous="FULL"` to `open` to fsync every commit.
+
+Quota accounting: a task counts against the daily limits while `quota_refunded` is 0 and
+`quota_reset_at` is NULL. `refund` sets the first (policy refunds by the engine);
+`reset_usage` sets the second (an admin's reset), so the two stay distinguishable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import aiosqlite
+
+from bot.quota import DAY_SECONDS, QuotaExceeded, QuotaKind, QuotaLimits
+
+__all__ = [
+    "ACTIVE",
+    "FINISHED",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "TERMINAL",
+    "UPDATABLE_COLUMNS",
+    "GuildSettings",
+    "MigrationError",
+    "NewTask",
+    "QuotaOverride",
+    "StaleTransition",
+    "StoreError",
+    "Task",
+    "TaskNotFound",
+    "TaskState",
+    "TaskStore",
+    "UsageSummary",
+    "new_external_task_id",
+    "parse_database_url",
+]
+
+
+class TaskState(StrEnum):
+    """Where a task is in its life (see DESIGN.md, "A task's life")."""
+
+    QUEUED = "queued"
+    SUBMITTING = "submitting"
+    SUBMITTED = "submitted"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+
+
+#: States that hold a concurrent-quota slot ("not yet finished").
+ACTIVE: frozenset[TaskState] = frozenset(
+    {TaskState.QUEUED, TaskState.SUBMITTING, TaskState.SUBMITTED, TaskState.PROCESSING}
+)
+#: States that free the concurrent slot.
+FINISHED: frozenset[TaskState] = frozenset(
+    {TaskState.SUCCEEDED, TaskState.DELIVERED, TaskState.FAILED, TaskState.TIMED_OUT}
+)
+#: States the engine never moves a task out of (succeeded still needs delivery).
+TERMINAL: frozenset[TaskState] = frozenset(
+    {TaskState.DELIVERED, TaskState.FAILED, TaskState.TIMED_OUT}
+)
+_FINISHED_AT_ON_ENTRY = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.TIMED_OUT})
+
+_STATE_LIST = ", ".join(f"'{s.value}'" for s in TaskState)
+_ACTIVE_SQL = ", ".join(f"'{s.value}'" for s in sorted(ACTIVE))
+_TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL))
+_UNFINISHED_SQL = ", ".join(f"'{s.value}'" for s in TaskState if s not in TERMINAL)
+_COUNTED = "quota_refunded = 0 AND quota_reset_at IS NULL"
+
+# --- schema -------------------------------------------------------------------------------
+# Each entry is one version; never edit a shipped entry, append a new one.
+MIGRATIONS: tuple[str, ...] = (
+    # v1: tasks
+    f"""
+    CREATE TABLE tasks (
+        id                INTEGER PRIMARY KEY AUTOINCREMENT,
+        external_task_id  TEXT    NOT NULL UNIQUE,
+        kling_task_id     TEXT    UNIQUE,
+        user_id           INTEGER NOT NULL,
+        guild_id          INTEGER,
+        channel_id        INTEGER NOT NULL,
+        status_message_id INTEGER,
+        thread_id         INTEGER,
+        result_message_id INTEGER,
+        locale            TEXT    NOT NULL,
+        prompt            TEXT    NOT NULL,
+        options           TEXT    NOT NULL CHECK (json_valid(options)),
+        image_count       INTEGER NOT NULL CHECK (image_count >= 0),
+        input_dir         TEXT    NOT NULL,
+        state             TEXT    NOT NULL CHECK (state IN ({_STATE_LIST})),
+        status_message    TEXT,
+        error_code        TEXT,
+        video_url         TEXT,
+        video_path        TEXT,
+        video_bytes       INTEGER,
+        attempts          INTEGER NOT NULL DEFAULT 0,
+        quota_refunded    INTEGER NOT NULL DEFAULT 0 CHECK (quota_refunded IN (0, 1)),
+        callback_token    TEXT,
+        upload_limit      INTEGER NOT NULL,
+        created_at        REAL    NOT NULL,
+        updated_at        REAL    NOT NULL,
+        submitted_at      REAL,
+        finished_at       REAL,
+        delivered_at      REAL
+    );
+    CREATE INDEX idx_tasks_user_created ON tasks (user_id, created_at);
+    CREATE INDEX idx_tasks_guild_created ON tasks (guild_id, created_at);
+    CREATE INDEX idx_tasks_created ON tasks (created_at);
+    CREATE INDEX idx_tasks_state ON tasks (state);
+    """,
+    # v2: what guild admins set from Discord, and a small key-value table
+    """
+    CREATE TABLE guild_settings (
+        guild_id            INTEGER PRIMARY KEY,
+        daily_per_user      INTEGER CHECK (daily_per_user >= 0),
+        concurrent_per_user INTEGER CHECK (concurrent_per_user >= 0),
+        daily_per_guild     INTEGER CHECK (daily_per_guild >= 0),
+        log_channel_id      INTEGER
+    );
+    CREATE TABLE quota_overrides (
+        guild_id   INTEGER NOT NULL,
+        kind       TEXT    NOT NULL CHECK (kind IN ('role', 'user')),
+        target_id  INTEGER NOT NULL,
+        daily      INTEGER CHECK (daily >= 0),
+        concurrent INTEGER CHECK (concurrent >= 0),
+        exempt     INTEGER NOT NULL DEFAULT 0 CHECK (exempt IN (0, 1)),
+        PRIMARY KEY (guild_id, kind, target_id)
+    );
+    CREATE TABLE blocked_users (
+        guild_id   INTEGER NOT NULL,
+        user_id    INTEGER NOT NULL,
+        reason     TEXT,
+        blocked_at REAL    NOT NULL,
+        PRIMARY KEY (guild_id, user_id)
+    );
+    CREATE TABLE blocked_words (
+        guild_id INTEGER NOT NULL,
+        word     TEXT    NOT NULL,
+        PRIMARY KEY (guild_id, word)
+    );
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+    # v3: admin usage resets and input retention on tasks; partial indexes that let every
+    # quota count run on an index alone (only the rows that count are in them)
+    f"""
+    ALTER TABLE tasks ADD COLUMN quota_reset_at REAL;
+    ALTER TABLE tasks ADD COLUMN inputs_removed_at REAL;
+    DROP INDEX idx_tasks_created;
+    CREATE INDEX idx_tasks_counted_user ON tasks (user_id, created_at) WHERE {_COUNTED};
+    CREATE INDEX idx_tasks_counted_guild ON tasks (guild_id, created_at) WHERE {_COUNTED};
+    CREATE INDEX idx_tasks_counted ON tasks (created_at) WHERE {_COUNTED};
+    CREATE INDEX idx_tasks_user_active ON tasks (user_id) WHERE state IN ({_ACTIVE_SQL});
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+class StoreError(Exception):
+    """Base class of the store's own errors."""
+
+
+class MigrationError(StoreError):
+    """The database schema could not be brought to the current version."""
+
+
+class TaskNotFound(StoreError, LookupError):
+    """No task has that id."""
+
+    def __init__(self, task_id: int) -> None:
+        self.task_id = task_id
+        super().__init__(f"task {task_id} does not exist")
+
+
+class StaleTransition(StoreError):
+    """A guarded transition found the task in a state other than the expected ones."""
+
+    def __init__(
+        self,
+        task_id: int,
+        to: TaskState,
+        expected: frozenset[TaskState],
+        actual: TaskState,
+    ) -> None:
+        self.task_id = task_id
+        self.to = to
+        self.expected = expected
+        self.actual = actual
+        wanted = ", ".join(sorted(s.value for s in expected))
+        super().__init__(
+            f"task {task_id}: cannot move to {to.value}; it is {actual.value}, expected {wanted}"
+        )
+
+
+# --- rows --------------------------------------------------------------------------------------
+
+
+def new_external_task_id() -> str:
+    """A fresh id for a task, ours, sent to the API so an interrupted submit can be found."""
+    return f"kvb-{uuid.uuid4().hex}"
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One task row, as stored (times are Unix seconds)."""
+
+    id: int
+    external_task_id: str
+    kling_task_id: str | None
+    user_id: int
+    guild_id: int | None
+    channel_id: int
+    status_message_id: int | None
+    thread_id: int | None
+    result_message_id: int | None
+    locale: str
+    prompt: str
+    options: dict[str, Any]
+    image_count: int
+    input_dir: str
+    state: TaskState
+    status_message: str | None
+    error_code: str | None
+    video_url: str | None
+    video_path: str | None
+    video_bytes: int | None
+    attempts: int
+    quota_refunded: bool
+    callback_token: str | None
+    upload_limit: int
+    created_at: float
+    updated_at: float
+    submitted_at: float | None
+    finished_at: float | None
+    delivered_at: float | None
+    quota_reset_at: float | None
+    inputs_removed_at: float | None
+
+    @property
+    def is_finished(self) -> bool:
+        """Whether the task no longer holds a concurrent-quota slot."""
+        return self.state in FINISHED
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the engine is done with the task (delivered, failed or timed out)."""
+        return self.state in TERMINAL
+
+    @property
+    def counts_against_quota(self) -> bool:
+        """Whether the task counts toward the daily limits (not refunded, not reset)."""
+        return not self.quota_refunded and self.quota_reset_at is None
+
+
+_TASK_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Task))
+_SELECT_TASK = f"SELECT {', '.join(_TASK_COLUMNS)} FROM tasks"
+_RETURNING = f"RETURNING {', '.join(_TASK_COLUMNS)}"
+#: Columns `update` and `transition` may set; the rest are managed by the store.
+UPDATABLE_COLUMNS: frozenset[str] = frozenset(_TASK_COLUMNS) - {
+    "id",
+    "external_task_id",
+    "user_id",
+    "guild_id",
+    "created_at",
+    "updated_at",
+    "state",
+    "quota_refunded",
+    "quota_reset_at",
+}
+_NOT_NULL_UPDATABLE = frozenset(
+    {
+        "channel_id",
+        "locale",
+        "prompt",
+        "options",
+        "image_count",
+        "input_dir",
+        "attempts",
+        "upload_limit",
+    }
+)
+
+
+def _task_from_row(row: Sequence[Any]) -> Task:
+    """Build a `Task` from a row selected with `_TASK_COLUMNS` in order."""
+    values = dict(zip(_TASK_COLUMNS, row, strict=True))
+    values["options"] = json.loads(values["options"])
+    values["state"] = TaskState(values["state"])
+    values["quota_refunded"] = bool(values["quota_refunded"])
+    return Task(**values)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewTask:
+    """What the Discord side knows when it asks for a task: the fields of the insert."""
+
+    user_id: int
+    guild_id: int | None
+    channel_id: int
+    locale: str
+    prompt: str
+    options: dict[str, Any]
+    image_count: int
+    input_dir: str
+    upload_limit: int
+    callback_token: str | None = None
+    status_message_id: int | None = None
+    thread_id: int | None = None
+    external_task_id: str = field(default_factory=new_external_task_id)
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaOverride:
+    """A per-role or per-user quota override in one guild (None = does not set that limit)."""
+
+    daily: int | None = None
+    concurrent: int | None = None
+    exempt: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GuildSettings:
+    """Everything a guild's admins have set (limit None = use the global default)."""
+
+    guild_id: int
+    daily_per_user: int | None = None
+    concurrent_per_user: int | None = None
+    daily_per_guild: int | None = None
+    log_channel_id: int | None = None
+    role_overrides: Mapping[int, QuotaOverride] = field(default_factory=dict)
+    user_overrides: Mapping[int, QuotaOverride] = field(default_factory=dict)
+    blocked_users: frozenset[int] = frozenset()
+    blocked_words: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UsageSummary:
+    """A guild's usage since a moment, for the admin command."""
+
+    tasks: int
+    counted: int
+    by_state: dict[TaskState, int]
+    distinct_users: int
+    top_users: tuple[tuple[int, int], ...]
+
+
+_GUILD_LIMITS: frozenset[str] = frozenset(
+    {"daily_per_user", "concurrent_per_user", "daily_per_guild"}
+)
+
+
+def parse_database_url(database_url_or_path: str | Path) -> str:
+    """The SQLite path from `sqlite:///path`, `sqlite:///:memory:` or a plain path."""
+    text = str(database_url_or_path)
+    if text.startswith("sqlite:///"):
+        text = text.removeprefix("sqlite:///")
+    elif "://" in text:
+        raise ValueError("only sqlite:///path or sqlite:///:memory: is supported")
+    if not text:
+        raise ValueError("the database path is empty")
+    return text
+
+
+def _split_script(script: str) -> list[str]:
+    """Split a migration script into complete SQL statements."""
+    statements: list[str] = []
+    buffer = ""
+    for piece in script.split(";"):
+        buffer += piece + ";"
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip(" \n\t;"):
+                statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip(" \n\t;"):
+        raise MigrationError(f"incomplete SQL statement in migration: {buffer.strip()[:60]}")
+    return statements
+
+
+def _check_limit(name: str, value: object) -> int | None:
+    """Accept None or a non-negative int for a limit."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer or None")
+    return value
+
+
+# --- the store ---------------------------------------------------------------------------------
+
+
+class TaskStore:
+    """Task rows, quota reservations and guild settings on one SQLite connection."""
+
+    def __init__(
+        self, conn: aiosqlite.Connection, path: str, *, now: Callable[[], float] = time.time
+    ) -> None:
+        """Wrap an open, migrated connection; use `TaskStore.open` instead."""
+        self._conn = conn
+        self._lock = asyncio.Lock()
+        self.path = path
+        self._now = now
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        database_url_or_path: str | Path,
+        *,
+        now: Callable[[], float] = time.time,
+        busy_timeout_ms: int = 10_000,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        migrations: Sequence[str] = MIGRATIONS,
+    ) -> TaskStore:
+        """Open (creating if needed) the database, set it up and migrate it to the current schema."""
+        path = parse_database_url(database_url_or_path)
+        memory = path == ":memory:"
+        if not memory:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            if not memory:
+                rows = await conn.execute_fetchall("PRAGMA journal_mode = WAL")
+                mode = next(iter(rows))[0]
+                if str(mode).lower() != "wal":
+                    raise StoreError(f"could not switch {path} to WAL (journal_mode={mode})")
+            if synchronous not in ("NORMAL", "FULL"):
+                raise ValueError("synchronous must be NORMAL or FULL")
+            await conn.execute(f"PRAGMA synchronous = {synchronous}")
+            await conn.execute("PRAGMA foreign_keys = ON")
+            await _migrate(conn, migrations)
+        except BaseException:
+            await conn.close()
+            raise
+        return cls(conn, path, now=now)
+
+    async def close(self) -> None:
+        """Close the connection (waits for statements in flight)."""
+        async with self._lock:
+            await self._conn.close()
+
+    async def __aenter__(self) -> TaskStore:
+        """Use the store as `async with await TaskStore.open(...) as store`."""
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close on leaving the block."""
+        await self.close()
+
+    async def schema_version(self) -> int:
+        """The database's `PRAGMA user_version`."""
+        async with self._lock:
+            return await _user_version(self._conn)
+
+    # --- transaction helpers ---------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The connection, alone (no other coroutine's statement can interleave)."""
+        async with self._lock:
+            yield self._conn
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A `BEGIN IMMEDIATE` transaction: committed on success, rolled back on any error."""
+        async with self._lock:
+            conn = self._conn
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                await conn.execute("COMMIT")
+            except BaseException:
+                # Also on cancellation: aiosqlite runs queued statements in order even when
+                # their awaiter is cancelled, so this ROLLBACK lands after a BEGIN still in
+                # flight and the connection is never left inside a transaction.
+                await _rollback_quietly(conn)
+                raise
+
+    async def _fetch_tasks(self, sql: str, params: Sequence[Any] = ()) -> list[Task]:
+        """Run a SELECT of task columns and build the rows."""
+        async with self._read() as conn:
+            rows = await conn.execute_fetchall(sql, params)
+        return [_task_from_row(r) for r in rows]
+
+    async def _fetch_task(self, sql: str, params: Sequence[Any]) -> Task | None:
+        """Run a SELECT of task columns expected to match at most one row."""
+        tasks = await self._fetch_tasks(sql, params)
+        return tasks[0] if tasks else None
+
+    # --- reservation (quota + insert, atomically) -----------------------------------------
+
+    async def reserve(
+        self, new_task: NewTask, limits: QuotaLimits, *, window: float = DAY_SECONDS
+    ) -> Task:
+        """Check every quota and insert the `queued` task in one transaction, or raise.
+
+        Raises `QuotaExceeded` (kind `blocked` first, then the limit that bites in the order
+        concurrent, user daily, guild daily, global daily) and leaves the database unchanged.
+        """
+        options = _dump_options(new_task.options)
+        now = self._now()
+        since = now - window
+        user_id, guild_id = new_task.user_id, new_task.guild_id
+        checks = limits.checks(in_guild=guild_id is not None)
+
+        selects = [
+            "EXISTS (SELECT 1 FROM blocked_users WHERE guild_id = ? AND user_id = ?)"
+            if guild_id is not None
+            else "0"
+        ]
+        params: list[Any] = [guild_id, user_id] if guild_id is not None else []
+        for kind, _limit in checks:
+            sql, scope_params = _usage_sql(kind, user_id, guild_id, since)
+            selects.append(f"({sql})")
+            params.extend(scope_params)
+
+        async with self._write() as conn:
+            rows = list(await conn.execute_fetchall(f"SELECT {', '.join(selects)}", params))
+            counts = rows[0]
+            if counts[0]:
+                raise QuotaExceeded(QuotaKind.BLOCKED, 0, 0, None)
+            for (kind, limit), used in zip(checks, counts[1:], strict=True):
+                if used >= limit:
+                    next_free = await _next_free(conn, kind, user_id, guild_id, since, used, limit)
+                    raise QuotaExceeded(
+                        kind, used, limit, None if next_free is None else next_free + window
+                    )
+            inserted = await conn.execute_fetchall(
+                f"""INSERT INTO tasks (external_task_id, user_id, guild_id, channel_id,
+                        status_message_id, thread_id, locale, prompt, options, image_count,
+                        input_dir, state, callback_token, upload_limit, created_at, updated_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {_RETURNING}""",
+                (
+                    new_task.external_task_id,
+                    user_id,
+                    guild_id,
+                    new_task.channel_id,
+                    new_task.status_message_id,
+                    new_task.thread_id,
+                    new_task.locale,
+                    new_task.prompt,
+                    options,
+                    new_task.image_count,
+                    new_task.input_dir,
+                    TaskState.QUEUED.value,
+                    new_task.callback_token,
+                    new_task.upload_limit,
+                    now,
+                    now,
+                ),
+            )
+            row = next(iter(inserted))
+        return _task_from_row(row)
+
+    # --- writes on one task ------------------------------------------------------------------
+
+    async def transition(
+        self,
+        task_id: int,
+        to: TaskState,
+        *,
+        expect: TaskState | Collection[TaskState] | None = None,
+        **fields: Any,
+    ) -> Task:
+        """Move a task to `to` (plus `fields`) in one UPDATE, guarded by its current state.
+
+        Sets `updated_at`; `submitted_at` on entering submitted, `finished_at` on entering
+        succeeded/failed/timed_out (and delivered, if not set yet), `delivered_at` on
+        delivered — unless given in `fields`. Raises `StaleTransition` when the task is not
+        in one of the `expect`ed states, `TaskNotFound` when it does not exist.
+        """
+        to = TaskState(to)
+        expected: frozenset[TaskState] | None
+        if expect is None:
+            expected = None
+        elif isinstance(expect, str):
+            expected = frozenset({TaskState(expect)})
+        else:
+            expected = frozenset(TaskState(s) for s in expect)
+        assignments, params = _assignments(fields)
+        now = self._now()
+        assignments = ["state = ?", *assignments, "updated_at = ?"]
+        params = [to.value, *params, now]
+        if to is TaskState.SUBMITTED and "submitted_at" not in fields:
+            assignments.append("submitted_at = ?")
+            params.append(now)
+        if to in _FINISHED_AT_ON_ENTRY and "finished_at" not in fields:
+            assignments.append("finished_at = ?")
+            params.append(now)
+        if to is TaskState.DELIVERED:
+            if "finished_at" not in fields:
+                assignments.append("finished_at = COALESCE(finished_at, ?)")
+                params.append(now)
+            if "delivered_at" not in fields:
+                assignments.append("delivered_at = ?")
+                params.append(now)
+        where = "id = ?"
+        params.append(task_id)
+        if expected is not None:
+            where += f" AND state IN ({', '.join('?' for _ in expected)})"
+            params.extend(s.value for s in expected)
+        sql = f"UPDATE tasks SET {', '.join(assignments)} WHERE {where} {_RETURNING}"
+        async with self._read() as conn:
+            rows = list(await conn.execute_fetchall(sql, params))
+            if not rows:
+                found = list(
+                    await conn.execute_fetchall("SELECT state FROM tasks WHERE id = ?", (task_id,))
+                )
+        if rows:
+            return _task_from_row(rows[0])
+        if not found:
+            raise TaskNotFound(task_id)
+        assert expected is not None
+        raise StaleTransition(task_id, to, expected, TaskState(found[0][0]))
+
+    async def update(self, task_id: int, **fields: Any) -> Task:
+        """Set non-state fields of a task (e.g. thread_id, status_message_id, attempts)."""
+        if not fields:
+            raise ValueError("update needs at least one field")
+        assignments, params = _assignments(fields)
+        now = self._now()
+        sql = f"UPDATE tasks SET {', '.join(assignments)}, updated_at = ? WHERE id = ? {_RETURNING}"
+        async with self._read() as conn:
+            rows = list(await conn.execute_fetchall(sql, [*params, now, task_id]))
+        if not rows:
+            raise TaskNotFound(task_id)
+        return _task_from_row(rows[0])
+
+    async def refund(self, task_id: int) -> bool:
+        """Give a task's quota back (idempotent); True when this call changed it."""
+        async with self._read() as conn:
+            rows = list(
+                await conn.execute_fetchall(
+                    "UPDATE tasks SET quota_refunded = 1, updated_at = ? "
+                    "WHERE id = ? AND quota_refunded = 0 RETURNING id",
+                    (self._now(), task_id),
+                )
+            )
+            if rows:
+                return True
+            exists = list(
+                await conn.execute_fetchall("SELECT 1 FROM tasks WHERE id = ?", (task_id,))
+            )
+        if not exists:
+            raise TaskNotFound(task_id)
+        return False
+
+    # --- queries -------------------------------------------------------------------------------
+
+    async def get(self, task_id: int) -> Task | None:
+        """The task with this internal id, or None."""
+        return await self._fetch_task(f"{_SELECT_TASK} WHERE id = ?", (task_id,))
+
+    async def by_kling_id(self, kling_task_id: str) -> Task | None:
+        """The task with this Kling task id, or None."""
+        return await self._fetch_task(f"{_SELECT_TASK} WHERE kling_task_id = ?", (kling_task_id,))
+
+    async def by_external_id(self, external_task_id: str) -> Task | None:
+        """The task with this external (our own) task id, or None."""
+        return await self._fetch_task(
+            f"{_SELECT_TASK} WHERE external_task_id = ?", (external_task_id,)
+        )
+
+    async def recent_for_user(
+        self, user_id: int, limit: int = 10, *, guild_id: int | None = None
+    ) -> list[Task]:
+        """A user's latest tasks, newest first (optionally only those from one guild)."""
+        if guild_id is None:
+            return await self._fetch_tasks(
+                f"{_SELECT_TASK} WHERE user_id = ? ORDER BY created_at DESC, id DESC LIMIT ?",
+                (user_id, limit),
+            )
+        return await self._fetch_tasks(
+            f"{_SELECT_TASK} WHERE user_id = ? AND guild_id = ? "
+            "ORDER BY created_at DESC, id DESC LIMIT ?",
+            (user_id, guild_id, limit),
+        )
+
+    async def unfinished(self) -> list[Task]:
+        """Every task the engine still has to move (not delivered/failed/timed out), by id."""
+        return await self._fetch_tasks(
+            f"{_SELECT_TASK} WHERE state IN ({_UNFINISHED_SQL}) ORDER BY id"
+        )
+
+    async def queue(self) -> list[tuple[Task, int]]:
+        """The queued tasks in FIFO order, each with its 1-based position."""
+        tasks = await self._fetch_tasks(f"{_SELECT_TASK} WHERE state = 'queued' ORDER BY id")
+        return [(task, position) for position, task in enumerate(tasks, start=1)]
+
+    async def queue_position(self, task_id: int) -> int | None:
+        """A queued task's 1-based place in the queue, or None when it is not queued."""
+        async with self._read() as conn:
+            rows = list(
+                await conn.execute_fetchall(
+                    "SELECT (SELECT COUNT(*) FROM tasks q WHERE q.state = 'queued' AND q.id <= t.id)"
+                    " FROM tasks t WHERE t.id = ? AND t.state = 'queued'",
+                    (task_id,),
+                )
+            )
+        return int(rows[0][0]) if rows else None
+
+    async def active_for_user(self, user_id: int) -> list[Task]:
+        """A user's tasks that hold a concurrent slot (queued … processing), oldest first."""
+        return await self._fetch_tasks(
+            f"{_SELECT_TASK} WHERE user_id = ? AND state IN ({_ACTIVE_SQL}) ORDER BY id",
+            (user_id,),
+        )
+
+    async def usage(
+        self, *, user_id: int | None = None, guild_id: int | None = None, since: float
+    ) -> int:
+        """How many tasks created after `since` count against quota (not refunded or reset).
+
+        With `user_id` the user's (everywhere), with `guild_id` the guild's, with both the
+        user's in that guild, with neither every task.
+        """
+        where = [f"created_at > ? AND {_COUNTED}"]
+        params: list[Any] = [since]
+        if user_id is not None:
+            where.append("user_id = ?")
+            params.append(user_id)
+        if guild_id is not None:
+            where.append("guild_id = ?")
+            params.append(guild_id)
+        async with self._read() as conn:
+            rows = list(
+                await conn.execute_fetchall(
+                    f"SELECT COUNT(*) FROM tasks WHERE {' AND '.join(where)}", params
+                )
+            )
+        return int(rows[0][0])
+
+    async def next_slot_frees_at(
+        self, user_id: int, window: float = DAY_SECONDS, *, limit: int | None = None
+    ) -> float | None:
+        """When the user's daily usage next drops (below `limit`, if given), or None if never."""
+        since = self._now() - window
+        async with self._read() as conn:
+            if limit is None:
+                used, offset = 1, 0
+            else:
+                sql, params = _usage_sql(QuotaKind.DAILY_USER, user_id, None, since)
+                used = int(next(iter(await conn.execute_fetchall(sql, params)))[0])
+                offset = max(used - limit, 0)
+            if used == 0:
+                return None
+            oldest = await _nth_counted(conn, QuotaKind.DAILY_USER, user_id, None, since, offset)
+        return None if oldest is None else oldest + window
+
+    async def counts_by_state(self) -> dict[TaskState, int]:
+        """How many tasks are in each state (every state present, zeros included)."""
+        async with self._read() as conn:
+            rows = await conn.execute_fetchall("SELECT state, COUNT(*) FROM tasks GROUP BY state")
+        counts = dict.fromkeys(TaskState, 0)
+        for state, count in rows:
+            counts[TaskState(state)] = int(count)
+        return counts
+
+    async def usage_summary(self, guild_id: int, since: float) -> UsageSummary:
+        """A guild's tasks since `since`: total, counted, by state, distinct and top users."""
+        async with self._read() as conn:
+            by_state_rows = await conn.execute_fetchall(
+                "SELECT state, COUNT(*) FROM tasks WHERE guild_id = ? AND created_at >= ? "
+                "GROUP BY state",
+                (guild_id, since),
+            )
+            totals = next(
+                iter(
+                    await conn.execute_fetchall(
+                        f"SELECT COUNT(*), COUNT(DISTINCT user_id), "
+                        f"COALESCE(SUM({_COUNTED}), 0) "
+                        "FROM tasks WHERE guild_id = ? AND created_at >= ?",
+                        (guild_id, since),
+                    )
+                )
+            )
+            top = await conn.execute_fetchall(
+                "SELECT user_id, COUNT(*) AS n FROM tasks WHERE guild_id = ? AND created_at >= ? "
+                "GROUP BY user_id ORDER BY n DESC, user_id LIMIT 10",
+                (guild_id, since),
+            )
+        by_state = dict.fromkeys(TaskState, 0)
+        for state, count in by_state_rows:
+            by_state[TaskState(state)] = int(count)
+        return UsageSummary(
+            tasks=int(totals[0]),
+            counted=int(totals[2]),
+            by_state=by_state,
+            distinct_users=int(totals[1]),
+            top_users=tuple((int(u), int(n)) for u, n in top),
+        )
+
+    # --- retention -----------------------------------------------------------------------------
+
+    async def delete_older_than(self, ts: float) -> int:
+        """Delete terminal tasks last changed before `ts`; returns how many went.
+
+        Unfinished and succeeded-but-undelivered tasks are never deleted. Deleting rows younger
+        than the quota window would give their quota back, so pass `ts` ≤ now − 24 h.
+        """
+        async with self._write() as conn:
+            rows = await conn.execute_fetchall(
+                f"DELETE FROM tasks WHERE state IN ({_TERMINAL_SQL}) AND updated_at < ? "
+                "RETURNING id",
+                (ts,),
+            )
+        return len(list(rows))
+
+    async def expired_inputs(self, ts: float) -> list[Task]:
+        """Terminal tasks last changed before `ts` whose inputs are still on disk.
+
+        After removing the files, record it with `update(task_id, inputs_removed_at=...)`.
+        """
+        return await self._fetch_tasks(
+            f"{_SELECT_TASK} WHERE state IN ({_TERMINAL_SQL}) AND updated_at < ? "
+            "AND inputs_removed_at IS NULL ORDER BY id",
+            (ts,),
+        )
+
+    # --- guild settings ------------------------------------------------------------------------
+
+    async def get_guild_settings(self, guild_id: int) -> GuildSettings:
+        """Everything the guild's admins set (defaults when nothing is set)."""
+        async with self._read() as conn:
+            limits = list(
+                await conn.execute_fetchall(
+                    "SELECT daily_per_user, concurrent_per_user, daily_per_guild, log_channel_id "
+                    "FROM guild_settings WHERE guild_id = ?",
+                    (guild_id,),
+                )
+            )
+            overrides = await conn.execute_fetchall(
+                "SELECT kind, target_id, daily, concurrent, exempt FROM quota_overrides "
+                "WHERE guild_id = ?",
+                (guild_id,),
+            )
+            blocked = await conn.execute_fetchall(
+                "SELECT user_id FROM blocked_users WHERE guild_id = ?", (guild_id,)
+            )
+            words = await conn.execute_fetchall(
+                "SELECT word FROM blocked_words WHERE guild_id = ? ORDER BY word", (guild_id,)
+            )
+        roles: dict[int, QuotaOverride] = {}
+        users: dict[int, QuotaOverride] = {}
+        for kind, target_id, daily, concurrent, exempt in overrides:
+            target = roles if kind == "role" else users
+            target[int(target_id)] = QuotaOverride(daily, concurrent, bool(exempt))
+        row = limits[0] if limits else (None, None, None, None)
+        return GuildSettings(
+            guild_id=guild_id,
+            daily_per_user=row[0],
+            concurrent_per_user=row[1],
+            daily_per_guild=row[2],
+            log_channel_id=row[3],
+            role_overrides=roles,
+            user_overrides=users,
+            blocked_users=frozenset(int(r[0]) for r in blocked),
+            blocked_words=tuple(str(r[0]) for r in words),
+        )
+
+    async def set_guild_limits(self, guild_id: int, **limits: int | None) -> GuildSettings:
+        """Set some of daily_per_user, concurrent_per_user, daily_per_guild (None = default)."""
+        unknown = set(limits) - _GUILD_LIMITS
+        if unknown:
+            raise ValueError(f"unknown guild limit(s): {', '.join(sorted(unknown))}")
+        checked = {name: _check_limit(name, value) for name, value in limits.items()}
+        async with self._write() as conn:
+            await conn.execute(
+                "INSERT INTO guild_settings (guild_id) VALUES (?) ON CONFLICT DO NOTHING",
+                (guild_id,),
+            )
+            if checked:
+                names = sorted(checked)
+                await conn.execute(
+                    f"UPDATE guild_settings SET {', '.join(f'{n} = ?' for n in names)} "
+                    "WHERE guild_id = ?",
+                    [*(checked[n] for n in names), guild_id],
+                )
+        return await self.get_guild_settings(guild_id)
+
+    async def set_log_channel(self, guild_id: int, channel_id: int | None) -> None:
+        """Set (or with None clear) the guild's log channel."""
+        async with self._read() as conn:
+            await conn.execute(
+                "INSERT INTO guild_settings (guild_id, log_channel_id) VALUES (?, ?) "
+                "ON CONFLICT (guild_id) DO UPDATE SET log_channel_id = excluded.log_channel_id",
+                (guild_id, channel_id),
+            )
+
+    async def set_override(
+        self,
+        guild_id: int,
+        kind: Literal["role", "user"],
+        target_id: int,
+        daily: int | None = None,
+        concurrent: int | None = None,
+        exempt: bool = False,
+    ) -> QuotaOverride:
+        """Create or replace a role's or user's quota override in a guild."""
+        if kind not in ("role", "user"):
+            raise ValueError("kind must be 'role' or 'user'")
+        override = QuotaOverride(
+            _check_limit("daily", daily), _check_limit("concurrent", concurrent), bool(exempt)
+        )
+        async with self._read() as conn:
+            await conn.execute(
+                "INSERT INTO quota_overrides (guild_id, kind, target_id, daily, concurrent, exempt) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (guild_id, kind, target_id) DO UPDATE SET "
+                "daily = excluded.daily, concurrent = excluded.concurrent, exempt = excluded.exempt",
+                (guild_id, kind, target_id, daily, concurrent, int(exempt)),
+            )
+        return override
+
+    async def remove_override(
+        self, guild_id: int, kind: Literal["role", "user"], target_id: int
+    ) -> bool:
+        """Remove an override; True when there was one."""
+        async with self._read() as conn:
+            rows = await conn.execute_fetchall(
+                "DELETE FROM quota_overrides WHERE guild_id = ? AND kind = ? AND target_id = ? "
+                "RETURNING 1",
+                (guild_id, kind, target_id),
+            )
+        return bool(list(rows))
+
+    async def block_user(self, guild_id: int, user_id: int, *, reason: str | None = None) -> bool:
+        """Block a user from starting videos in a guild; True when newly blocked."""
+        async with self._read() as conn:
+            rows = await conn.execute_fetchall(
+                "INSERT INTO blocked_users (guild_id, user_id, reason, blocked_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1",
+                (guild_id, user_id, reason, self._now()),
+            )
+        return bool(list(rows))
+
+    async def unblock_user(self, guild_id: int, user_id: int) -> bool:
+        """Lift a block; True when the user was blocked."""
+        async with self._read() as conn:
+            rows = await conn.execute_fetchall(
+                "DELETE FROM blocked_users WHERE guild_id = ? AND user_id = ? RETURNING 1",
+                (guild_id, user_id),
+            )
+        return bool(list(rows))
+
+    async def is_blocked(self, guild_id: int | None, user_id: int) -> bool:
+        """Whether the user is blocked in the guild (never in DMs)."""
+        if guild_id is None:
+            return False
+        async with self._read() as conn:
+            rows = await conn.execute_fetchall(
+                "SELECT 1 FROM blocked_users WHERE guild_id = ? AND user_id = ?",
+                (guild_id, user_id),
+            )
+        return bool(list(rows))
+
+    async def add_blocked_word(self, guild_id: int, word: str) -> bool:
+        """Add a blocked word/phrase (stored trimmed and lower-cased); True when new."""
+        normalized = " ".join(word.split()).casefold()
+        if not normalized:
+            raise ValueError("a blocked word cannot be empty")
+        async with self._read() as conn:
+            rows = await conn.execute_fetchall(
+                "INSERT INTO blocked_words (guild_id, word) VALUES (?, ?) "
+                "ON CONFLICT DO NOTHING RETURNING 1",
+                (guild_id, normalized),
+            )
+        return bool(list(rows))
+
+    async def remove_blocked_word(self, guild_id: int, word: str) -> bool:
+        """Remove a blocked word/phrase; True when it was there."""
+        normalized = " ".join(word.split()).casefold()
+        async with self._read() as conn:
+            rows = await conn.execute_fetchall(
+                "DELETE FROM blocked_words WHERE guild_id = ? AND word = ? RETURNING 1",
+                (guild_id, normalized),
+            )
+        return bool(list(rows))
+
+    async def reset_usage(
+        self, guild_id: int | None, user_id: int, *, window: float = DAY_SECONDS
+    ) -> int:
+        """Stop the user's tasks in this guild from the last `window` counting; returns how many.
+
+        Sets `quota_reset_at` on them (not `quota_refunded`, which stays the engine's policy
+        refund). Tasks still running keep their concurrent slot: that limit counts real work.
+        """
+        now = self._now()
+        async with self._read() as conn:
+            rows = await conn.execute_fetchall(
+                f"UPDATE tasks SET quota_reset_at = ?, updated_at = ? "
+                f"WHERE user_id = ? AND guild_id IS ? AND created_at > ? AND {_COUNTED} "
+                "RETURNING id",
+                (now, now, user_id, guild_id, now - window),
+            )
+        return len(list(rows))
+
+    # --- key-value ---------------------------------------------------------------------------
+
+    async def get_meta(self, key: str) -> str | None:
+        """A value from the key-value table, or None."""
+        async with self._read() as conn:
+            rows = list(await conn.execute_fetchall("SELECT value FROM meta WHERE key = ?", (key,)))
+        return str(rows[0][0]) if rows else None
+
+    async def set_meta(self, key: str, value: str) -> None:
+        """Set a value in the key-value table."""
+        async with self._read() as conn:
+            await conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+
+# --- module helpers -------------------------------------------------------------------------
+
+
+def _dump_options(options: Mapping[str, Any]) -> str:
+    """Options as compact JSON (they must be a JSON object)."""
+    if not isinstance(options, Mapping):
+        raise TypeError("options must be a dict")
+    return json.dumps(dict(options), separators=(",", ":"), sort_keys=True)
+
+
+def _assignments(values: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
+    """`col = ?` pieces and parameters for an UPDATE, with names and values checked."""
+    unknown = set(values) - UPDATABLE_COLUMNS
+    if unknown:
+        raise ValueError(f"not an updatable task field: {', '.join(sorted(unknown))}")
+    assignments: list[str] = []
+    params: list[Any] = []
+    for name in sorted(values):
+        value = values[name]
+        if value is None and name in _NOT_NULL_UPDATABLE:
+            raise ValueError(f"{name} cannot be None")
+        if name == "options":
+            value = _dump_options(value)
+        elif isinstance(value, StrEnum):
+            value = value.value
+        assignments.append(f"{name} = ?")
+        params.append(value)
+    return assignments, params
+
+
+def _usage_sql(
+    kind: QuotaKind, user_id: int, guild_id: int | None, since: float
+) -> tuple[str, list[Any]]:
+    """The COUNT query for one quota kind and its parameters."""
+    if kind is QuotaKind.CONCURRENT_USER:
+        return (
+            f"SELECT COUNT(*) FROM tasks WHERE user_id = ? AND state IN ({_ACTIVE_SQL})",
+            [user_id],
+        )
+    where, params = _daily_scope(kind, user_id, guild_id, since)
+    return f"SELECT COUNT(*) FROM tasks WHERE {where}", params
+
+
+def _daily_scope(
+    kind: QuotaKind, user_id: int, guild_id: int | None, since: float
+) -> tuple[str, list[Any]]:
+    """The WHERE clause of the tasks that count for one daily quota kind."""
+    if kind is QuotaKind.DAILY_USER:
+        return f"user_id = ? AND created_at > ? AND {_COUNTED}", [user_id, since]
+    if kind is QuotaKind.DAILY_GUILD:
+        return f"guild_id = ? AND created_at > ? AND {_COUNTED}", [guild_id, since]
+    if kind is QuotaKind.DAILY_GLOBAL:
+        return f"created_at > ? AND {_COUNTED}", [since]
+    raise ValueError(f"{kind} is not a daily quota")
+
+
+async def _nth_counted(
+    conn: aiosqlite.Connection,
+    kind: QuotaKind,
+    user_id: int,
+    guild_id: int | None,
+    since: float,
+    offset: int,
+) -> float | None:
+    """created_at of the (offset+1)-th oldest counted task in a daily scope, or None."""
+    where, params = _daily_scope(kind, user_id, guild_id, since)
+    rows = list(
+        await conn.execute_fetchall(
+            f"SELECT created_at FROM tasks WHERE {where} ORDER BY created_at LIMIT 1 OFFSET ?",
+            [*params, offset],
+        )
+    )
+    return float(rows[0][0]) if rows else None
+
+
+async def _next_free(
+    conn: aiosqlite.Connection,
+    kind: QuotaKind,
+    user_id: int,
+    guild_id: int | None,
+    since: float,
+    used: int,
+    limit: int,
+) -> float | None:
+    """created_at of the task whose ageing out brings usage below `limit` (None if unknown)."""
+    if kind is QuotaKind.CONCURRENT_USER:
+        return None  # frees when a task finishes, which has no known time
+    return await _nth_counted(conn, kind, user_id, guild_id, since, used - limit)
+
+
+async def _user_version(conn: aiosqlite.Connection) -> int:
+    """The schema version stored in the database header."""
+    rows = list(await conn.execute_fetchall("PRAGMA user_version"))
+    return int(rows[0][0])
+
+
+async def _rollback_quietly(conn: aiosqlite.Connection) -> None:
+    """Roll back if a transaction is open; a failed rollback must not hide the first error."""
+    try:
+        await conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
+
+
+async def _migrate(conn: aiosqlite.Connection, migrations: Sequence[str]) -> None:
+    """Apply the pending migrations, each in its own `BEGIN IMMEDIATE` transaction.
+
+    The version is re-read inside the transaction, so two processes starting at once cannot
+    apply the same migration twice.
+    """
+    target = len(migrations)
+    current = await _user_version(conn)
+    if current > target:
+        raise MigrationError(
+            f"the database is at schema version {current}, newer than this code ({target}); "
+            "upgrade the bot"
+        )
+    for version in range(current + 1, target + 1):
+        try:
+            await conn.execute("BEGIN IMMEDIATE")
+            if await _user_version(conn) >= version:
+                await conn.execute("COMMIT")
+                continue
+            for statement in _split_script(migrations[version - 1]):
+                await conn.execute(statement)
+            await conn.execute(f"PRAGMA user_version = {version}")
+            await conn.execute("COMMIT")
+        except sqlite3.Error as error:
+            await _rollback_quietly(conn)
+            raise MigrationError(
+                f"migration to schema version {version} failed: {error}"
+            ) from error
+        except BaseException:
+            await _rollback_quietly(conn)
+            raise
