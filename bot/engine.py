@@ -245,10 +245,11 @@ class TaskEngine:
             _, action = self._due[task_id]
             self._schedule(task_id, action, 0.0)
 
-    @property
-    def tracked(self) -> int:
-        """How many tasks the engine is looking after."""
-        return len(self._queue) + len(self._due) + len(self._busy)
+    def next_queue_position(self) -> int | None:
+        """Where a task enqueued now would wait, or None when it would be sent at once."""
+        if not self._queue and len(self._at_provider) < self.config.max_concurrent:
+            return None
+        return len(self._queue) + 1
 
     def _adopt(self, task: Task) -> None:
         if task.state is TaskState.QUEUED:

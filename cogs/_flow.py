@@ -243,7 +243,7 @@ async def _post_status(interaction: discord.Interaction[Any], task: Task, thread
     bot: KlingBot = interaction.client
     channel = bot.get_partial_messageable(task.channel_id, guild_id=task.guild_id)
     quota_line = await bot.notifier.quota_line(task)
-    position = bot.engine.queue_position(task.id) or bot.engine.tracked + 1
+    position = bot.engine.next_queue_position()
     try:
         message = await channel.send(
             embed=status_embed(task, queue_position=position, quota_line=quota_line)
