@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import discord
+from discord import app_commands
 from discord.ext import commands
 
 import cogs
@@ -29,6 +30,7 @@ from bot.kling.client import KlingClient
 from bot.kling.ratelimit import RateLimiter
 from bot.media import MediaStore
 from bot.store import TaskStore
+from bot.strings import text
 from cogs._delivery import DiscordNotifier
 from cogs._translator import KlingTranslator
 
@@ -87,6 +89,7 @@ class KlingBot(commands.Bot):
             EngineConfig.from_settings(settings),
         )
         await self.tree.set_translator(KlingTranslator())
+        self.tree.error(self.on_app_command_error)
         for name in extension_names():
             try:
                 await self.load_extension(name)
@@ -97,6 +100,20 @@ class KlingBot(commands.Bot):
             asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.close()))
             return
         await self.engine.start()
+
+    async def on_app_command_error(
+        self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
+    ) -> None:
+        """Any command's unexpected error: a log line for the operator, plain words for the user."""
+        log.error("Command %s failed", getattr(interaction.command, "name", "?"), exc_info=error)
+        message = text(str(interaction.locale), "reply.unexpected_plain")
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(message, ephemeral=True)
+            else:
+                await interaction.response.send_message(message, ephemeral=True)
+        except discord.HTTPException:
+            log.info("Couldn't tell the user about the error")
 
     async def close(self) -> None:
         """Stop the engine, then Discord, then the session and the store."""

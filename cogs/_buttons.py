@@ -6,6 +6,7 @@ Their state lives in the custom_id (`kling:<action>:<task id>`) through discord.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -67,7 +68,19 @@ class TaskButton(
         return cls(match["action"], int(match["task_id"]), str(interaction.locale))
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        """Route the press to its action."""
+        """Route the press to its action; an unexpected error is logged and told plainly."""
+        try:
+            await self._act(interaction)
+        except Exception:
+            log.exception("Button %s for task %d failed", self.action, self.task_id)
+            message = text(str(interaction.locale), "reply.unexpected", task_id=self.task_id)
+            with contextlib.suppress(discord.HTTPException):
+                if interaction.response.is_done():
+                    await interaction.followup.send(message, ephemeral=True)
+                else:
+                    await interaction.response.send_message(message, ephemeral=True)
+
+    async def _act(self, interaction: discord.Interaction[Any]) -> None:
         bot: KlingBot = interaction.client
         locale = str(interaction.locale)
         task = await bot.store.get(self.task_id)

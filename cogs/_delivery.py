@@ -21,7 +21,7 @@ import discord
 from bot.store import Task, TaskState
 from bot.strings import text
 from cogs._buttons import result_view, task_marker
-from cogs._messages import clip, failure_reason, jump_url, status_embed
+from cogs._messages import clip, failure_reason, jump_url, link_guild, status_embed
 
 if TYPE_CHECKING:
     from bot.app import KlingBot
@@ -65,7 +65,7 @@ class DiscordNotifier:
             return existing
         message = await self._post_result(channel, task)
         await self._finish_status(task, message.id)
-        await self._log_line(task, jump_url(task.guild_id, message.channel.id, message.id))
+        await self._log_line(task, jump_url(link_guild(task), message.channel.id, message.id))
         return message.id
 
     async def failed(self, task: Task) -> None:
@@ -122,7 +122,7 @@ class DiscordNotifier:
         link = None
         if result_message_id is not None:
             final = _with_state(task, TaskState.DELIVERED)
-            link = jump_url(task.guild_id, task.thread_id or task.channel_id, result_message_id)
+            link = jump_url(link_guild(task), task.thread_id or task.channel_id, result_message_id)
         await self.edit_status(final, result_link=link)
 
     async def edit_status(

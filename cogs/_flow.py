@@ -22,7 +22,7 @@ from bot.kling.models import MAX_NEGATIVE_PROMPT, MAX_PROMPT
 from bot.quota import QuotaExceeded, find_blocked_word, resolve_limits
 from bot.store import NewTask, Task, TaskState, new_external_task_id
 from bot.strings import image_templates, text
-from cogs._messages import clip, describe_error, jump_url, status_embed
+from cogs._messages import clip, describe_error, jump_url, link_guild, status_embed
 
 if TYPE_CHECKING:
     from bot.app import KlingBot
@@ -150,12 +150,7 @@ async def start_video(interaction: discord.Interaction[Any], request: VideoReque
             await reply(interaction, "\n".join(problems))
             return None
         missing = missing_permissions(interaction)
-        if missing:
-            await reply(
-                interaction,
-                text(locale, "reply.missing_permissions", permissions=", ".join(missing)),
-            )
-            return None
+        where = "dm" if missing else ("thread" if can_open_thread(interaction) else "channel")
         guild_settings = (
             await bot.store.get_guild_settings(interaction.guild_id)
             if interaction.guild_id
@@ -188,11 +183,10 @@ async def start_video(interaction: discord.Interaction[Any], request: VideoReque
         limits = resolve_limits(bot.settings, guild_settings, roles, interaction.user.id)
         external_id = new_external_task_id()
         folder = await bot.media.save_inputs(external_id, inputs)
-        threaded = can_open_thread(interaction)
         options: dict[str, Any] = {
             **request.options(),
             "image_names": request.image_names,
-            "result_where": "thread" if threaded else "channel",
+            "result_where": where,
             "quota_daily": None if limits.exempt else limits.daily_per_user,
         }
         if image_urls and len(image_urls) == len(inputs):
@@ -218,11 +212,20 @@ async def start_video(interaction: discord.Interaction[Any], request: VideoReque
         except QuotaExceeded:
             await bot.media.remove(folder)
             raise
-        task = await _post_status(interaction, task, threaded)
+        try:
+            task = await _post_status(interaction, task)
+        except CannotPost:
+            await reply(
+                interaction,
+                text(locale, "reply.missing_permissions", permissions=", ".join(missing)),
+            )
+            return None
         bot.engine.enqueue(task)
         assert task.status_message_id is not None
-        link = jump_url(task.guild_id, task.channel_id, task.status_message_id)
+        link = jump_url(link_guild(task), task.channel_id, task.status_message_id)
         answer = text(locale, "reply.accepted", link=link)
+        if where == "dm":
+            answer += "\n" + text(locale, "status.result_in_dm")
         if changes:
             answer += "\n" + text(
                 locale, "reply.accepted_changes", changes="\n".join(f"• {c}" for c in changes)
@@ -238,25 +241,38 @@ async def start_video(interaction: discord.Interaction[Any], request: VideoReque
         return None
 
 
-async def _post_status(interaction: discord.Interaction[Any], task: Task, threaded: bool) -> Task:
-    """Post the public status message, open its thread, and remember both."""
+class CannotPost(Exception):
+    """Neither the channel nor the user's DMs take the status message; nothing was started."""
+
+
+async def _post_status(interaction: discord.Interaction[Any], task: Task) -> Task:
+    """Post the public status message where the result will go, open its thread, remember both.
+
+    The result goes to a thread on the status message when the bot may open one, else to the
+    channel, else (no permission to post there at all) to the user's DMs.
+    """
     bot: KlingBot = interaction.client
-    channel = bot.get_partial_messageable(task.channel_id, guild_id=task.guild_id)
+    where = task.options.get("result_where")
+    channel: discord.abc.Messageable = bot.get_partial_messageable(
+        task.channel_id, guild_id=task.guild_id
+    )
     quota_line = await bot.notifier.quota_line(task)
     position = bot.engine.next_queue_position()
     try:
+        if where == "dm":
+            channel = await interaction.user.create_dm()
         message = await channel.send(
             embed=status_embed(task, queue_position=position, quota_line=quota_line)
         )
-    except discord.HTTPException:
-        # Nothing was started: give the reservation back and say so.
+    except discord.HTTPException as error:
+        log.info("Task %d: the status message can't be posted (%s)", task.id, error)
         await bot.store.transition(
             task.id, TaskState.FAILED, expect=TaskState.QUEUED, error_code="not_submitted"
         )
         await bot.store.refund(task.id)
-        raise
+        raise CannotPost from None
     thread_id: int | None = None
-    if threaded:
+    if where == "thread":
         name = text(task.locale, "status.thread_name", task_id=task.id, prompt=task.prompt)
         try:
             thread = await message.create_thread(name=clip(name, THREAD_NAME_MAX))
@@ -264,12 +280,16 @@ async def _post_status(interaction: discord.Interaction[Any], task: Task, thread
         except discord.HTTPException as error:
             log.info("Task %d: no thread (%s); the result goes to the channel", task.id, error)
     options = dict(task.options)
-    if thread_id is None:
+    if where == "thread" and thread_id is None:
         options["result_where"] = "channel"
     task = await bot.store.update(
-        task.id, status_message_id=message.id, thread_id=thread_id, options=options
+        task.id,
+        channel_id=message.channel.id,
+        status_message_id=message.id,
+        thread_id=thread_id,
+        options=options,
     )
-    if thread_id is None and threaded:
+    if where == "thread" and thread_id is None:
         await bot.notifier.edit_status(task, queue_position=position)
     return task
 

@@ -25,6 +25,11 @@ def jump_url(guild_id: int | None, channel_id: int, message_id: int) -> str:
     return f"https://discord.com/channels/{guild_id or '@me'}/{channel_id}/{message_id}"
 
 
+def link_guild(task: Task) -> int | None:
+    """The guild part of a jump link to the task's messages (None when they live in DMs)."""
+    return None if task.options.get("result_where") == "dm" else task.guild_id
+
+
 def clip(value: str, limit: int) -> str:
     """Shorten text to `limit` characters with an ellipsis."""
     return value if len(value) <= limit else value[: limit - 1] + "…"

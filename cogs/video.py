@@ -22,10 +22,9 @@ from cogs._flow import (
     MODES,
     VideoRequest,
     attachment_refs,
-    reply,
     start_video,
 )
-from cogs._messages import clip, jump_url, state_text, timestamp
+from cogs._messages import clip, jump_url, link_guild, state_text, timestamp
 from cogs._translator import command_text
 
 if TYPE_CHECKING:
@@ -245,11 +244,11 @@ class VideoCog(commands.Cog):
             link = ""
             if task.result_message_id is not None:
                 url = jump_url(
-                    task.guild_id, task.thread_id or task.channel_id, task.result_message_id
+                    link_guild(task), task.thread_id or task.channel_id, task.result_message_id
                 )
                 link = f" · [↗]({url})"
             elif task.status_message_id is not None:
-                url = jump_url(task.guild_id, task.channel_id, task.status_message_id)
+                url = jump_url(link_guild(task), task.channel_id, task.status_message_id)
                 link = f" · [↗]({url})"
             lines.append(
                 text(
@@ -266,13 +265,6 @@ class VideoCog(commands.Cog):
             title=text(locale, "tasks.title"), description=clip("\n".join(lines), 4000)
         )
         await interaction.response.send_message(embed=embed, ephemeral=True)
-
-    async def cog_app_command_error(
-        self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
-    ) -> None:
-        """Unexpected errors: logged for the operator, a plain message for the user."""
-        log.error("Command failed: %s", error, exc_info=error)
-        await reply(interaction, text(str(interaction.locale), "reply.unexpected_plain"))
 
 
 async def setup(bot: commands.Bot) -> None:
