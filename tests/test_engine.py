@@ -310,6 +310,15 @@ async def test_restart_picks_up_every_state(world: World) -> None:
     )
     await world.store.transition(submitted.id, TaskState.SUBMITTING, expect=TaskState.QUEUED)
     await world.store.transition(submitted.id, TaskState.SUBMITTED, kling_task_id=remote.task_id)
+    processing = await world.new_task()
+    remote2 = await world.client().submit_multi_image(
+        await TaskEngine(
+            world.store, world.client(), world.notifier, world.session, world.media, FAST
+        )._build_request(processing)
+    )
+    await world.store.transition(processing.id, TaskState.SUBMITTING)
+    await world.store.transition(processing.id, TaskState.SUBMITTED, kling_task_id=remote2.task_id)
+    await world.store.transition(processing.id, TaskState.PROCESSING)
     succeeded = await world.new_task()
     await world.store.transition(succeeded.id, TaskState.SUBMITTING)
     await world.store.transition(succeeded.id, TaskState.SUBMITTED, kling_task_id="x")
@@ -317,9 +326,14 @@ async def test_restart_picks_up_every_state(world: World) -> None:
         succeeded.id, TaskState.SUCCEEDED, video_url=world.api.base_url + "/videos/nope.mp4"
     )
     await world.engine()
-    await world.notifier.wait(lambda: len(world.notifier.delivered) == 3, timeout=15)
-    assert {t.id for t in world.notifier.delivered} == {queued.id, submitted.id, succeeded.id}
-    assert len(world.api.submits) == 2, "the submitted task was not sent again"
+    await world.notifier.wait(lambda: len(world.notifier.delivered) == 4, timeout=15)
+    assert {t.id for t in world.notifier.delivered} == {
+        queued.id,
+        submitted.id,
+        processing.id,
+        succeeded.id,
+    }
+    assert len(world.api.submits) == 3, "only the queued task was sent"
     [link_only] = [t for t in world.notifier.delivered if t.id == succeeded.id]
     assert link_only.error_code == FailureReason.VIDEO_DOWNLOAD_FAILED
     downloads = [r for r in world.api.requests if r.path == "/videos/nope.mp4"]
@@ -456,3 +470,21 @@ async def test_retention_removes_old_inputs_and_videos(world: World) -> None:
     assert not Path(done.input_dir).exists()
     assert done.video_path and not Path(done.video_path).exists()
     assert (await world.state(task)).inputs_removed_at is not None
+
+
+async def test_callback_after_the_poll_changes_nothing(world: World) -> None:
+    engine = await callback_engine(world)
+    world.api.finish_after = 0.1
+    engine.config = EngineConfig(**{**engine.config.__dict__, "poll_interval": 0.05})
+    task = await world.new_task(engine)
+    await world.notifier.wait(lambda: len(world.notifier.delivered) == 1, timeout=10)
+    await asyncio.sleep(0.05)
+    done = await world.state(task)
+    queries = len(world.api.queries)
+    url = f"http://127.0.0.1:{engine.callback_port}/kling/callback/{task.id}/{task.callback_token}"
+    body = {"task_id": done.kling_task_id, "task_status": "succeed"}
+    async with world.session.post(url, json=body) as response:
+        assert response.status == 200
+    await asyncio.sleep(0.2)
+    assert len(world.notifier.delivered) == 1
+    assert len(world.api.queries) == queries, "a late notice for a finished task asks nothing"
