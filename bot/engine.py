@@ -57,6 +57,8 @@ DOWNLOAD_ATTEMPTS = 3
 DELIVERY_ATTEMPTS = 8
 SHUTDOWN_GRACE_SECONDS = 10.0
 RETENTION_SWEEP_SECONDS = 3600.0
+EXACT_POSITIONS = 25
+COARSE_POSITION_STEP = 10
 
 
 class Notifier(Protocol):
@@ -383,16 +385,28 @@ class TaskEngine:
         await self._announce_queue()
 
     async def _announce_queue(self) -> None:
-        """Tell each waiting task its place when it changed."""
+        """Tell each waiting task its place when it changed.
+
+        The first `EXACT_POSITIONS` places are told every move; further back, every
+        `COARSE_POSITION_STEP` places, so a long queue doesn't cost a store read per task per move.
+        """
         if not self._queue_changed:
             return
         self._queue_changed = False
         for position, task_id in enumerate(list(self._queue), start=1):
-            if self._announced.get(task_id) != position:
-                self._announced[task_id] = position
-                task = await self.store.get(task_id)
-                if task is not None:
-                    await self._tell(self.notifier.progress(task, position))
+            told = self._announced.get(task_id)
+            if told == position:
+                continue
+            if (
+                position > EXACT_POSITIONS
+                and told is not None
+                and abs(told - position) < COARSE_POSITION_STEP
+            ):
+                continue
+            self._announced[task_id] = position
+            task = await self.store.get(task_id)
+            if task is not None:
+                await self._tell(self.notifier.progress(task, position))
 
     async def _submit(self, task_id: int) -> None:
         self._announced.pop(task_id, None)

@@ -488,3 +488,17 @@ async def test_callback_after_the_poll_changes_nothing(world: World) -> None:
     await asyncio.sleep(0.2)
     assert len(world.notifier.delivered) == 1
     assert len(world.api.queries) == queries, "a late notice for a finished task asks nothing"
+
+
+async def test_long_queue_tells_far_places_coarsely(world: World) -> None:
+    world.api.finish_after = 0.01
+    tasks = [await world.new_task() for _ in range(40)]
+    await world.engine(
+        EngineConfig(**{**FAST.__dict__, "max_concurrent": 1, "poll_interval": 0.01})
+    )
+    await world.notifier.wait(lambda: len(world.notifier.delivered) == 40, timeout=60)
+    last = tasks[-1].id
+    told = [pos for tid, _, pos in world.notifier.progress_calls if tid == last and pos is not None]
+    assert told == sorted(told, reverse=True) and told[-1] == 1
+    assert list(range(25, 0, -1)) == [p for p in told if p <= 25], "every move near the front"
+    assert len([p for p in told if p > 25]) <= 3, "far back, only every 10 places"
