@@ -59,6 +59,7 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 RETENTION_SWEEP_SECONDS = 3600.0
 EXACT_POSITIONS = 25
 COARSE_POSITION_STEP = 10
+ANNOUNCE_DEBOUNCE_SECONDS = 0.2
 
 
 class Notifier(Protocol):
@@ -110,6 +111,7 @@ class EngineConfig:
     callback_listen_port: int | None = None
     retention_seconds: float = 7 * 86400.0
     submit_backoff: float = 2.0
+    max_queries_per_second: float = 5.0
     download_backoff: float = 2.0
 
     @classmethod
@@ -128,6 +130,7 @@ class EngineConfig:
             callback_public_url=settings.callback_public_url,
             callback_listen_port=settings.callback_listen_port,
             retention_seconds=settings.retention_days * 86400.0,
+            max_queries_per_second=settings.api_max_queries_per_second,
         )
 
 
@@ -174,8 +177,11 @@ class TaskEngine:
         self._busy: set[int] = set()
         self._delivery_attempts: dict[int, int] = {}
         self._announced: dict[int, int] = {}  # task id → the queue position last told
-        self._queue_changed = True
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._queue_changed = asyncio.Event()
+        self._announcer: asyncio.Task[None] | None = None
+        self._inflight: dict[asyncio.Task[None], bool] = {}  # step → may it be cancelled at stop
+        self._critical: set[int] = set()  # tasks whose step is writing or delivering
+        self._inflight_task: dict[asyncio.Task[None], int | None] = {}
         self._wake = asyncio.Event()
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
@@ -195,6 +201,7 @@ class TaskEngine:
         if self.config.callback_listen_port is not None and self.config.callback_public_url:
             await self._start_callback_server(self.config.callback_listen_port)
         self._loop_task = asyncio.create_task(self._run_loop(), name="kling-engine")
+        self._announcer = asyncio.create_task(self._announce_loop(), name="kling-queue-places")
         log.info(
             "Engine started: %d queued, %d at the provider",
             len(self._queue),
@@ -202,13 +209,21 @@ class TaskEngine:
         )
 
     async def stop(self) -> None:
-        """Stop taking new work, let in-flight steps finish their writes, then return."""
+        """Stop taking new work, let in-flight writes and deliveries finish, then return.
+
+        Polls and lookups that haven't got their answer yet are cancelled at once: they
+        change nothing and are asked again after the restart.
+        """
         self._stopping = True
         self._wake.set()
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        for background in (self._loop_task, self._announcer):
+            if background is not None:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
+        for step, cancellable in list(self._inflight.items()):
+            if cancellable and self._inflight_task.get(step) not in self._critical:
+                step.cancel()
         if self._inflight:
             _, pending = await asyncio.wait(self._inflight, timeout=SHUTDOWN_GRACE_SECONDS)
             for step in pending:  # a cancelled submit stays `submitting`: resolved on restart
@@ -224,7 +239,7 @@ class TaskEngine:
         if self._stopping or task.id in self._queue:
             return
         self._queue.append(task.id)
-        self._queue_changed = True
+        self._queue_moved()
         self._wake.set()
 
     def queue_position(self, task_id: int) -> int | None:
@@ -256,7 +271,7 @@ class TaskEngine:
     def _adopt(self, task: Task) -> None:
         if task.state is TaskState.QUEUED:
             self._queue.append(task.id)
-            self._queue_changed = True
+            self._queue_moved()
         elif task.state is TaskState.SUBMITTING:
             self._at_provider.add(task.id)
             self._schedule(task.id, Action.RESOLVE, self._spread())
@@ -268,8 +283,12 @@ class TaskEngine:
             self._schedule(task.id, Action.DELIVER, 0.0)
 
     def _spread(self) -> float:
-        """A random delay within one poll interval, so a restart doesn't stampede."""
-        return random.uniform(0, self.config.poll_interval)
+        """A random first delay, so a restart with many tasks doesn't stampede."""
+        return random.uniform(0, max(self.config.poll_interval, self._gap_floor()))
+
+    def _gap_floor(self) -> float:
+        """The shortest gap the query rate allows when every task at the provider is polled."""
+        return len(self._at_provider) / self.config.max_queries_per_second
 
     # --- scheduling -----------------------------------------------------------------------
 
@@ -298,10 +317,12 @@ class TaskEngine:
                 if current is None or current[0] != due:
                     continue  # superseded by a later schedule
                 if task_id in self._busy:
-                    self._schedule(task_id, current[1], 1.0)
+                    self._schedule(task_id, current[1], self.config.poll_interval)
                     continue
                 del self._due[task_id]
-                self._spawn(task_id, self._act(task_id, current[1]))
+                action = current[1]
+                cancellable = action in (Action.POLL, Action.RESOLVE)
+                self._spawn(task_id, self._act(task_id, action), cancellable=cancellable)
             if self._clock() - self._last_sweep > RETENTION_SWEEP_SECONDS:
                 self._last_sweep = self._clock()
                 self._spawn(None, self._sweep_retention())
@@ -314,12 +335,19 @@ class TaskEngine:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
-    def _spawn(self, task_id: int | None, step: Coroutine[Any, Any, None]) -> None:
+    def _spawn(
+        self, task_id: int | None, step: Coroutine[Any, Any, None], *, cancellable: bool = False
+    ) -> None:
         if task_id is not None:
             self._busy.add(task_id)
         job = asyncio.create_task(self._guarded(task_id, step))
-        self._inflight.add(job)
-        job.add_done_callback(self._inflight.discard)
+        self._inflight[job] = cancellable
+        self._inflight_task[job] = task_id
+        job.add_done_callback(self._step_done)
+
+    def _step_done(self, job: asyncio.Task[None]) -> None:
+        self._inflight.pop(job, None)
+        self._inflight_task.pop(job, None)
 
     async def _guarded(self, task_id: int | None, step: Awaitable[None]) -> None:
         """Run one step; an unexpected error is logged with the task id and retried later."""
@@ -348,7 +376,7 @@ class TaskEngine:
             return
         if task.state is TaskState.QUEUED:
             self._queue.append(task.id)
-            self._queue_changed = True
+            self._queue_moved()
             return
         action = {
             TaskState.SUBMITTING: Action.RESOLVE,
@@ -379,10 +407,23 @@ class TaskEngine:
             return
         while self._queue and len(self._at_provider) < self.config.max_concurrent:
             task_id = self._queue.popleft()
-            self._queue_changed = True
+            self._queue_moved()
             self._at_provider.add(task_id)
             self._spawn(task_id, self._submit(task_id))
-        await self._announce_queue()
+
+    def _queue_moved(self) -> None:
+        self._queue_changed.set()
+
+    async def _announce_loop(self) -> None:
+        """Tell waiting tasks their places, off the scheduler loop, at most a few times a second."""
+        while True:
+            await self._queue_changed.wait()
+            await asyncio.sleep(ANNOUNCE_DEBOUNCE_SECONDS)
+            self._queue_changed.clear()
+            try:
+                await self._announce_queue()
+            except Exception:
+                log.exception("Telling queue places failed")
 
     async def _announce_queue(self) -> None:
         """Tell each waiting task its place when it changed.
@@ -390,9 +431,6 @@ class TaskEngine:
         The first `EXACT_POSITIONS` places are told every move; further back, every
         `COARSE_POSITION_STEP` places, so a long queue doesn't cost a store read per task per move.
         """
-        if not self._queue_changed:
-            return
-        self._queue_changed = False
         for position, task_id in enumerate(list(self._queue), start=1):
             told = self._announced.get(task_id)
             if told == position:
@@ -424,7 +462,14 @@ class TaskEngine:
         await self._send(task)
 
     async def _send(self, task: Task) -> None:
-        """Send a task that is `submitting` (its state is already written)."""
+        """Send a task that is `submitting` (its state is already written); never cancelled."""
+        self._critical.add(task.id)
+        try:
+            await self._send_now(task)
+        finally:
+            self._critical.discard(task.id)
+
+    async def _send_now(self, task: Task) -> None:
         try:
             request = await self._build_request(task)
         except FileNotFoundError:
@@ -485,7 +530,7 @@ class TaskEngine:
         await self.store.transition(task.id, TaskState.QUEUED, expect=TaskState.SUBMITTING)
         self._at_provider.discard(task.id)
         self._queue.appendleft(task.id)
-        self._queue_changed = True
+        self._queue_moved()
         self._submit_paused_until = time.monotonic() + self._submit_backoff
         self._submit_backoff = min(self._submit_backoff * 2, self.config.poll_max_interval)
         self._wake.set()
@@ -536,6 +581,14 @@ class TaskEngine:
         await self._apply_status(task, remote)
 
     async def _apply_status(self, task: Task, remote: KlingTask) -> None:
+        """Act on a status the provider reported (the step can't be cancelled from here on)."""
+        self._critical.add(task.id)
+        try:
+            await self._apply_remote_status(task, remote)
+        finally:
+            self._critical.discard(task.id)
+
+    async def _apply_remote_status(self, task: Task, remote: KlingTask) -> None:
         status = remote.task_status
         if status is TaskStatus.SUCCEED:
             video = remote.video
@@ -558,7 +611,8 @@ class TaskEngine:
             )
             self._gaps[task.id] = self.config.poll_interval  # it moved: look again soon
             await self._tell(self.notifier.progress(task, None))
-            self._schedule(task.id, Action.POLL, self._jittered(self.config.poll_interval))
+            short = max(self.config.poll_interval, self._gap_floor())
+            self._schedule(task.id, Action.POLL, self._jittered(short))
         else:
             self._schedule(task.id, Action.POLL, self._grow_gap(task.id))
 
@@ -566,7 +620,7 @@ class TaskEngine:
         """The next gap of a task: the current one, which then grows ×growth up to the max."""
         gap = self._gaps.get(task_id, self.config.poll_interval)
         self._gaps[task_id] = min(gap * self.config.poll_growth, self.config.poll_max_interval)
-        return self._jittered(gap)
+        return self._jittered(max(gap, self._gap_floor()))
 
     def _jittered(self, gap: float) -> float:
         spread = gap * self.config.poll_jitter

@@ -49,11 +49,9 @@ class DiscordNotifier:
         if task.status_message_id is None:
             return
         self._latest[task.id] = (task, queue_position)
-        wait = self._last_edit.get(task.id, 0.0) + EDIT_INTERVAL - time.monotonic()
-        if wait <= 0:
-            await self._edit_latest(task.id)
-        elif task.id not in self._pending:
-            self._pending[task.id] = asyncio.create_task(self._edit_later(task.id, wait))
+        if task.id not in self._pending:  # the edit runs aside: the engine never waits on Discord
+            wait = self._last_edit.get(task.id, 0.0) + EDIT_INTERVAL - time.monotonic()
+            self._pending[task.id] = asyncio.create_task(self._edit_later(task.id, max(0.0, wait)))
 
     async def deliver(self, task: Task) -> int | None:
         """Post the video (or its link) for the owner, once; return the message id."""

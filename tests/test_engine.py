@@ -28,6 +28,7 @@ FAST = EngineConfig(
     task_timeout=30,
     submit_backoff=0.05,
     download_backoff=0.01,
+    max_queries_per_second=500,
 )
 
 
@@ -491,14 +492,37 @@ async def test_callback_after_the_poll_changes_nothing(world: World) -> None:
 
 
 async def test_long_queue_tells_far_places_coarsely(world: World) -> None:
-    world.api.finish_after = 0.01
+    engine = await world.engine(start=False)
     tasks = [await world.new_task() for _ in range(40)]
-    await world.engine(
-        EngineConfig(**{**FAST.__dict__, "max_concurrent": 1, "poll_interval": 0.01})
-    )
-    await world.notifier.wait(lambda: len(world.notifier.delivered) == 40, timeout=60)
-    last = tasks[-1].id
-    told = [pos for tid, _, pos in world.notifier.progress_calls if tid == last and pos is not None]
-    assert told == sorted(told, reverse=True) and told[-1] == 1
-    assert list(range(25, 0, -1)) == [p for p in told if p <= 25], "every move near the front"
-    assert len([p for p in told if p > 25]) <= 3, "far back, only every 10 places"
+    engine._queue.extend(t.id for t in tasks)
+
+    async def told_after_moves(moves: int) -> dict[int, int]:
+        for _ in range(moves):
+            engine._queue.popleft()
+        world.notifier.progress_calls.clear()
+        await engine._announce_queue()
+        return {tid: pos for tid, _, pos in world.notifier.progress_calls if pos is not None}
+
+    assert len(await told_after_moves(0)) == 40, "everyone learns their place"
+    after_one = await told_after_moves(1)
+    assert sorted(after_one.values()) == list(range(1, 26)), "every move near the front"
+    after_ten = await told_after_moves(9)
+    assert tasks[-1].id in after_ten and after_ten[tasks[-1].id] == 30, "far back: every 10 places"
+
+
+async def test_stop_cancels_polls_waiting_for_the_rate_limit(world: World) -> None:
+    world.api.finish_after = 1000
+    client = world.client()
+    client.limiter = RateLimiter(2)
+    config = EngineConfig(**{**FAST.__dict__, "max_concurrent": 6, "max_queries_per_second": 500})
+    engine = TaskEngine(world.store, client, world.notifier, world.session, world.media, config)
+    await engine.start()
+    tasks = [await world.new_task(engine) for _ in range(6)]
+    await asyncio.sleep(
+        1.5
+    )  # six tasks want a poll every 0.05 s; the limiter lets 2 a second through
+    before = len(world.api.queries)
+    await engine.stop()
+    assert len(world.api.queries) <= before + 1, "polls waiting in the limiter were not sent"
+    states = {(await world.state(t)).state for t in tasks}
+    assert states <= {TaskState.SUBMITTED, TaskState.PROCESSING}, "nothing half-done"
