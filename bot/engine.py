@@ -111,7 +111,6 @@ class EngineConfig:
     callback_listen_port: int | None = None
     retention_seconds: float = 7 * 86400.0
     submit_backoff: float = 2.0
-    max_queries_per_second: float = 5.0
     download_backoff: float = 2.0
 
     @classmethod
@@ -130,7 +129,6 @@ class EngineConfig:
             callback_public_url=settings.callback_public_url,
             callback_listen_port=settings.callback_listen_port,
             retention_seconds=settings.retention_days * 86400.0,
-            max_queries_per_second=settings.api_max_queries_per_second,
         )
 
 
@@ -288,7 +286,8 @@ class TaskEngine:
 
     def _gap_floor(self) -> float:
         """The shortest gap the query rate allows when every task at the provider is polled."""
-        return len(self._at_provider) / self.config.max_queries_per_second
+        limiter = self.client.limiter
+        return len(self._at_provider) / limiter.rate if limiter is not None else 0.0
 
     # --- scheduling -----------------------------------------------------------------------
 

@@ -28,7 +28,6 @@ FAST = EngineConfig(
     task_timeout=30,
     submit_backoff=0.05,
     download_backoff=0.01,
-    max_queries_per_second=500,
 )
 
 
@@ -514,7 +513,8 @@ async def test_stop_cancels_polls_waiting_for_the_rate_limit(world: World) -> No
     world.api.finish_after = 1000
     client = world.client()
     client.limiter = RateLimiter(2)
-    config = EngineConfig(**{**FAST.__dict__, "max_concurrent": 6, "max_queries_per_second": 500})
+    client.limiter.rate = 1000  # slower than it says, so polls pile up waiting in it
+    config = EngineConfig(**{**FAST.__dict__, "max_concurrent": 6})
     engine = TaskEngine(world.store, client, world.notifier, world.session, world.media, config)
     await engine.start()
     tasks = [await world.new_task(engine) for _ in range(6)]
