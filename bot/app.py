@@ -37,6 +37,15 @@ from cogs._translator import KlingTranslator
 log = logging.getLogger(__name__)
 
 COMMAND_HASH_KEY = "command_tree_hash"
+#: How long `close` lets commands, button presses and forms already running finish.
+INTERACTION_DRAIN_SECONDS = 5.0
+#: discord.py's names for the tasks that run app commands, buttons and modals (2.7).
+INTERACTION_TASK_PREFIXES = (
+    "CommandTree-invoker",
+    "discord-ui-view-dispatch-",
+    "discord-ui-dynamic-item-",
+    "discord-ui-modal-dispatch-",
+)
 
 
 def extension_names() -> list[str]:
@@ -105,6 +114,8 @@ class KlingBot(commands.Bot):
         self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
     ) -> None:
         """Any command's unexpected error: a log line for the operator, plain words for the user."""
+        if isinstance(error, app_commands.CheckFailure) and interaction.response.is_done():
+            return  # a check refused and already told the user why (e.g. /kling-admin)
         log.error("Command %s failed", getattr(interaction.command, "name", "?"), exc_info=error)
         message = text(str(interaction.locale), "reply.unexpected_plain")
         try:
@@ -123,11 +134,24 @@ class KlingBot(commands.Bot):
         notifier = getattr(self, "notifier", None)
         if notifier is not None:
             await notifier.flush()
+        await self._finish_interactions()
         await super().close()
         if hasattr(self, "session"):
             await self.session.close()
         if hasattr(self, "store"):
             await self.store.close()
+
+    async def _finish_interactions(self) -> None:
+        """Let interaction handlers already running end (bounded) before their HTTP closes."""
+        current = asyncio.current_task()
+        running = [
+            task
+            for task in asyncio.all_tasks()
+            if task is not current and task.get_name().startswith(INTERACTION_TASK_PREFIXES)
+        ]
+        if running:
+            log.info("Letting %d interaction(s) in flight finish", len(running))
+            await asyncio.wait(running, timeout=INTERACTION_DRAIN_SECONDS)
 
     async def command_payload(self) -> list[dict[str, Any]]:
         """The commands exactly as a sync would send them (translated)."""

@@ -141,16 +141,20 @@ def details_embed(task: Task, locale: str, bot: KlingBot) -> discord.Embed:
 
 
 async def delete_result(interaction: discord.Interaction[Any], task: Task) -> None:
-    """Remove the result message and the kept video."""
+    """Remove the result message and the kept video; say "deleted" only once it is gone."""
     bot: KlingBot = interaction.client
-    await interaction.response.send_message(
-        text(str(interaction.locale), "reply.deleted"), ephemeral=True
-    )
+    locale = str(interaction.locale)
+    await interaction.response.defer(ephemeral=True, thinking=True)
     if interaction.message is not None:
         try:
             await interaction.message.delete()
-        except discord.HTTPException:
-            log.info("Task %d: the result message couldn't be deleted", task.id)
+        except discord.NotFound:
+            pass  # someone else removed it already
+        except discord.HTTPException as error:
+            log.info("Task %d: the result message couldn't be deleted (%s)", task.id, error)
+            await interaction.edit_original_response(content=text(locale, "reply.delete_failed"))
+            return
+    await interaction.edit_original_response(content=text(locale, "reply.deleted"))
     if task.video_path:
         await bot.media.remove(task.video_path)
         await bot.store.update(task.id, video_path=None)

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DAY = 86400.0
+MODAL_TIMEOUT_SECONDS = 15 * 60
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
 
@@ -49,7 +50,11 @@ class VideoModal(discord.ui.Modal):
     def __init__(
         self, message: discord.Message, attachments: list[discord.Attachment], locale: str
     ) -> None:
-        super().__init__(title=clip(command_text(locale, "Make a video from these images"), 45))
+        # A form the user closes without sending is forgotten after the interaction's lifetime.
+        super().__init__(
+            title=clip(command_text(locale, "Make a video from these images"), 45),
+            timeout=MODAL_TIMEOUT_SECONDS,
+        )
         self.attachments = attachments
         self.prompt: discord.ui.TextInput[VideoModal] = discord.ui.TextInput(
             label=command_text(locale, "Describe the video"),

@@ -66,7 +66,7 @@ class KlingClient:
         max_retries: int = 4,
         backoff_base: float = 1.0,
         backoff_cap: float = 30.0,
-        limiter: RateLimiter | None = None,  # spaces every query (GET) of the process
+        limiter: RateLimiter | None = None,  # spaces every request of the process
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._session = session
@@ -182,8 +182,8 @@ class KlingClient:
     async def _request_task(
         self, method: str, path: str, body: dict[str, Any] | None, *, submit: bool
     ) -> KlingTask:
-        if self.limiter is not None and not submit:
-            await self.limiter.acquire()  # submits are bounded by the engine's queue instead
+        if self.limiter is not None:
+            await self.limiter.acquire()
         total = self.timeouts.submit if submit else self.timeouts.query
         timeout = aiohttp.ClientTimeout(total=total, sock_connect=self.timeouts.connect)
         headers = {

@@ -9,11 +9,15 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.fakes.cometapi import FakeCometAPI
 from tests.fakes.discord_fake import FakeDiscord
+
+if TYPE_CHECKING:
+    from tests.e2e.helpers import World
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LAUNCHER = REPO_ROOT / "tests" / "e2e" / "launcher.py"
@@ -129,3 +133,14 @@ async def fake_discord() -> AsyncIterator[FakeDiscord]:
     """A started FakeDiscord: one guild, one text channel, a bot user and an application."""
     async with FakeDiscord() as fake:
         yield fake
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    """Fake Discord + fake CometAPI + a folder for the bot; ends with `World.check_clean`."""
+    from tests.e2e.helpers import API_KEY, World  # helpers import this module
+
+    async with FakeDiscord() as discord, FakeCometAPI(api_key=API_KEY, finish_after=0.3) as api:
+        w = World(discord, api, tmp_path)
+        yield w
+        w.check_clean()

@@ -437,6 +437,7 @@ class FakeDiscord:
         self.interactions: dict[str, FakeInteraction] = {}
         self.interaction_callbacks: list[InteractionCallback] = []
         self.ack_latencies: dict[str, float] = {}
+        self.delayed: list[RecordedRequest] = []  # requests answered late by `delay_next`
         self.threads: list[dict[str, Any]] = []
         self.commands: list[dict[str, Any]] = []
         self.guild_commands: dict[str, list[dict[str, Any]]] = {}
@@ -451,6 +452,7 @@ class FakeDiscord:
         self.cdn: dict[str, tuple[bytes, str]] = {}
 
         self._faults: list[_Fault] = []
+        self._delays: list[_Delay] = []
         self._denied: dict[str, set[str]] = {}
         self._blocked_dm_users: set[str] = set()
         self._sessions: list[_Session] = []
@@ -466,6 +468,7 @@ class FakeDiscord:
     async def start(self) -> FakeDiscord:
         """Start listening on 127.0.0.1 on a free port."""
         self._cond = asyncio.Condition()
+        self._stopping = asyncio.Event()
         app = web.Application(client_max_size=200 * MIB)
         app.router.add_get("/gateway", self._gateway)
         app.router.add_get("/gateway/", self._gateway)
@@ -482,6 +485,8 @@ class FakeDiscord:
 
     async def stop(self) -> None:
         """Close gateway connections and stop the server."""
+        if self._cond is not None:
+            self._stopping.set()
         for session in list(self._sessions):
             if session.ws is not None:
                 with contextlib.suppress(Exception):
@@ -570,6 +575,15 @@ class FakeDiscord:
         self._messages[channel["id"]] = []
         return channel
 
+    def add_role(self, name: str, permissions: int = 0) -> dict[str, Any]:
+        """Add a guild role (before the bot connects, or it won't know it); return its payload.
+
+        Give its id to ``send_interaction(member_roles=[...])`` to make a member carry it.
+        """
+        role = self._role_payload(self.snowflake(), name, permissions)
+        self.guilds[self.guild_id]["roles"].append(role)
+        return role
+
     def add_user(self, username: str) -> dict[str, Any]:
         """Register another (human) user and return its payload."""
         user = self._user_payload(self.snowflake(), username)
@@ -622,6 +636,49 @@ class FakeDiscord:
             "X-RateLimit-Scope": "user",
         }
         self.inject_error(method, path_pattern, 429, body, times=times, headers=headers)
+
+    def delay_next(
+        self,
+        method: str,
+        path_pattern: str,
+        seconds: float,
+        *,
+        times: int = 1,
+        with_files: bool = False,
+    ) -> None:
+        r"""Answer the next ``times`` matching requests only after ``seconds``.
+
+        The request takes effect first (a POSTed message is stored and dispatched), then the
+        answer waits: like Discord having done it while the answer is lost or late. With
+        ``with_files`` only multipart requests carrying files match. Delayed requests are
+        listed in :attr:`delayed` as soon as their effect is stored.
+        """
+        self._delays.append(
+            _Delay(method.upper(), re.compile(path_pattern), seconds, times, with_files)
+        )
+
+    def add_user_message(
+        self,
+        channel_id: str,
+        content: str,
+        attachments: list[dict[str, Any]],
+        author: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Store a message a human posted (e.g. with ``add_attachment`` payloads); return it."""
+        cid = str(channel_id)
+        atts = [{k: v for k, v in a.items() if k != "ephemeral"} for a in attachments]
+        message = self._new_message(cid, {"content": content}, atts)
+        message["author"] = author or self.user
+        return message
+
+    def member_payload(
+        self, user: dict[str, Any], permissions: int | None = None
+    ) -> dict[str, Any]:
+        """A guild member payload for ``user`` (as in resolved data: without ``user``)."""
+        member = {k: v for k, v in self._member_payload(user, []).items() if k != "user"}
+        if permissions is not None:
+            member["permissions"] = str(permissions)
+        return member
 
     def block_dms(self, user_id: str) -> None:
         """Messages to this user's DM fail with 403 ``50007 Cannot send messages to this user``."""
@@ -912,8 +969,23 @@ class FakeDiscord:
         rec.status = response.status
         with contextlib.suppress(Exception):
             rec.response = json.loads(response.text or "null")
+        delay = self._take_delay(rec)
         await self._notify()
+        if delay:
+            # Interruptible, so stopping the fake never waits for a late answer.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
         return response
+
+    def _take_delay(self, rec: RecordedRequest) -> float:
+        for item in self._delays:
+            if item.times > 0 and item.method == rec.method and item.pattern.search(rec.path):
+                if item.with_files and not rec.files:
+                    continue
+                item.times -= 1
+                self.delayed.append(rec)
+                return item.seconds
+        return 0.0
 
     async def _handle(
         self, request: web.Request, rec: RecordedRequest, is_api: bool
@@ -1402,6 +1474,7 @@ class FakeDiscord:
         attachment_size_limit: int | None = None,
         require_gateway: bool = True,
         member_permissions: int = DEFAULT_EVERYONE_PERMISSIONS,
+        member_roles: list[str] | None = None,
     ) -> FakeInteraction:
         """Build a realistic INTERACTION_CREATE, dispatch it over the gateway, return a handle."""
         cid = str(channel_id or self.channel_id)
@@ -1428,7 +1501,7 @@ class FakeDiscord:
             payload["guild_id"] = guild_id
             payload["guild"] = {"id": guild_id, "locale": "en-US", "features": []}
             payload["guild_locale"] = "en-US"
-            member = self._member_payload(user, [])
+            member = self._member_payload(user, list(member_roles or []))
             member["permissions"] = str(member_permissions)
             payload["member"] = member
             payload["authorizing_integration_owners"] = {"0": guild_id}
@@ -1454,14 +1527,28 @@ class FakeDiscord:
         return interaction
 
     def slash_command_data(
-        self, name: str, options: dict[str, Any] | None = None, *, guild_id: str | None = None
+        self,
+        name: str,
+        options: dict[str, Any] | None = None,
+        *,
+        guild_id: str | None = None,
+        subcommand: str | None = None,
     ) -> dict[str, Any]:
         """``data`` of a CHAT_INPUT interaction; attachment options take ``add_attachment`` dicts.
 
         Option types come from the synced command when known, else from the Python value.
+        ``subcommand`` ("sub" or "group sub") nests the options as Discord does
+        (``[{"type": 1, "name": sub, "options": [...]}]``, inside a type 2 group). USER,
+        CHANNEL and ROLE options take the user / channel / role payload and fill
+        ``resolved`` (users + members in a guild, channels with permissions, roles).
         """
         cmd = self.find_command(name)
-        declared = {o["name"]: o for o in (cmd or {}).get("options") or []}
+        declared_list = (cmd or {}).get("options") or []
+        path = subcommand.split() if subcommand else []
+        for part in path:
+            parent = next((o for o in declared_list if o.get("name") == part), {})
+            declared_list = parent.get("options") or []
+        declared = {o["name"]: o for o in declared_list}
         resolved: dict[str, dict[str, Any]] = {}
         opts: list[dict[str, Any]] = []
         for opt_name, value in (options or {}).items():
@@ -1469,6 +1556,11 @@ class FakeDiscord:
             if isinstance(value, dict) and "filename" in value:
                 resolved.setdefault("attachments", {})[value["id"]] = value
                 opts.append({"name": opt_name, "type": 11, "value": value["id"]})
+                continue
+            if isinstance(value, dict) and "id" in value:
+                opt_type = opt_type or self._entity_option_type(value)
+                self._resolve_entity(resolved, opt_type, value)
+                opts.append({"name": opt_name, "type": opt_type, "value": str(value["id"])})
                 continue
             if opt_type is None:
                 if isinstance(value, bool):
@@ -1480,6 +1572,9 @@ class FakeDiscord:
                 else:
                     opt_type = 3
             opts.append({"name": opt_name, "type": opt_type, "value": value})
+        for depth, part in enumerate(reversed(path)):
+            kind = 1 if depth == 0 else 2  # SUB_COMMAND, then SUB_COMMAND_GROUP
+            opts = [{"name": part, "type": kind, "options": opts}]
         data: dict[str, Any] = {
             "id": self.command_id(name, guild_id),
             "name": name,
@@ -1492,13 +1587,83 @@ class FakeDiscord:
             data["resolved"] = resolved
         return data
 
+    def _entity_option_type(self, value: dict[str, Any]) -> int:
+        if "username" in value:
+            return 6  # USER
+        if "permissions" in value and "type" not in value:
+            return 8  # ROLE
+        return 7  # CHANNEL
+
+    def _resolve_entity(
+        self, resolved: dict[str, dict[str, Any]], opt_type: int, value: dict[str, Any]
+    ) -> None:
+        vid = str(value["id"])
+        if opt_type in (6, 9) and "username" in value:
+            resolved.setdefault("users", {})[vid] = value
+            resolved.setdefault("members", {})[vid] = self.member_payload(
+                value, DEFAULT_EVERYONE_PERMISSIONS
+            )
+        elif opt_type == 7:
+            channel = {
+                "id": vid,
+                "name": value.get("name"),
+                "type": value.get("type", CH_GUILD_TEXT),
+                "permissions": str(DEFAULT_EVERYONE_PERMISSIONS),
+            }
+            if value.get("parent_id"):
+                channel["parent_id"] = value["parent_id"]
+            if value.get("thread_metadata"):
+                channel["thread_metadata"] = value["thread_metadata"]
+            resolved.setdefault("channels", {})[vid] = channel
+        else:
+            resolved.setdefault("roles", {})[vid] = value
+
     async def slash_command(
-        self, name: str, options: dict[str, Any] | None = None, **kwargs: Any
+        self,
+        name: str,
+        options: dict[str, Any] | None = None,
+        *,
+        subcommand: str | None = None,
+        **kwargs: Any,
     ) -> FakeInteraction:
-        """Dispatch ``/name`` with ``options`` (see :meth:`slash_command_data`)."""
+        """Dispatch ``/name [subcommand]`` with ``options`` (see :meth:`slash_command_data`)."""
         return await self.send_interaction(
-            IT_APPLICATION_COMMAND, self.slash_command_data(name, options), **kwargs
+            IT_APPLICATION_COMMAND,
+            self.slash_command_data(name, options, subcommand=subcommand),
+            **kwargs,
         )
+
+    async def message_command(
+        self, name: str, message: dict[str, Any], **kwargs: Any
+    ) -> FakeInteraction:
+        """Dispatch the message context-menu command ``name`` on a stored ``message``.
+
+        ``data`` is a MESSAGE command (type 3) with ``target_id`` and
+        ``resolved.messages`` carrying the message, as Discord sends it.
+        """
+        stored = self._message_index.get(str(message["id"]), message)
+        cmd_id = next(
+            (
+                str(c["id"])
+                for c in self.guild_commands.get(self.guild_id, []) + self.commands
+                if c["name"] == name and c.get("type") == 3
+            ),
+            self.snowflake(),
+        )
+        data: dict[str, Any] = {
+            "id": cmd_id,
+            "name": name,
+            "type": 3,
+            "target_id": stored["id"],
+            "resolved": {"messages": {stored["id"]: copy.deepcopy(stored)}},
+        }
+        cmd = next(
+            (c for c in self.guild_commands.get(self.guild_id, []) if c["id"] == cmd_id), None
+        )
+        if cmd is not None:
+            data["guild_id"] = cmd["guild_id"]
+        kwargs.setdefault("channel_id", stored["channel_id"])
+        return await self.send_interaction(IT_APPLICATION_COMMAND, data, **kwargs)
 
     async def press_button(
         self, message: dict[str, Any], custom_id: str, **kwargs: Any
@@ -2062,6 +2227,17 @@ class _Fault:
     body: Any
     times: int
     headers: dict[str, str]
+
+
+@dataclass
+class _Delay:
+    """A late answer for the next matching requests (see ``FakeDiscord.delay_next``)."""
+
+    method: str
+    pattern: re.Pattern[str]
+    seconds: float
+    times: int
+    with_files: bool
 
 
 class _Refusal(Exception):
