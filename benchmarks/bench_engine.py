@@ -52,10 +52,11 @@ from bot.store import NewTask, Task, TaskState, TaskStore
 from tests.fakes.cometapi import MP4_BYTES, ROUTE, FakeCometAPI, FakeTask
 
 # --- production defaults (bot/config.py, EngineConfig) -------------------------------------
-POLL_INTERVAL = 10.0
-POLL_MAX = 60.0
-POLL_GROWTH = 1.5
-POLL_JITTER = 0.1
+_DEFAULTS = EngineConfig()  # the production defaults, so the figures follow the engine
+POLL_INTERVAL = _DEFAULTS.poll_interval
+POLL_MAX = _DEFAULTS.poll_max_interval
+POLL_GROWTH = _DEFAULTS.poll_growth
+POLL_JITTER = _DEFAULTS.poll_jitter
 TASK_TIMEOUT = 1800.0
 NAIVE_POLL = 5.0
 

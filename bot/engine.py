@@ -610,8 +610,7 @@ class TaskEngine:
             )
             self._gaps[task.id] = self.config.poll_interval  # it moved: look again soon
             await self._tell(self.notifier.progress(task, None))
-            short = max(self.config.poll_interval, self._gap_floor())
-            self._schedule(task.id, Action.POLL, self._jittered(short))
+            self._schedule(task.id, Action.POLL, self._grow_gap(task.id))
         else:
             self._schedule(task.id, Action.POLL, self._grow_gap(task.id))
 

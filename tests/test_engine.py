@@ -124,6 +124,11 @@ class World:
             engine.enqueue(task)
         return task
 
+    async def until_queries(self, count: int, timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while len(self.api.queries) < count:
+                await asyncio.sleep(0.01)
+
     async def state(self, task: Task) -> Task:
         current = await self.store.get(task.id)
         assert current is not None
@@ -526,3 +531,23 @@ async def test_stop_cancels_polls_waiting_for_the_rate_limit(world: World) -> No
     assert len(world.api.queries) <= before + 1, "polls waiting in the limiter were not sent"
     states = {(await world.state(t)).state for t in tasks}
     assert states <= {TaskState.SUBMITTED, TaskState.PROCESSING}, "nothing half-done"
+
+
+async def test_after_a_status_change_the_gap_grows_again_from_short(world: World) -> None:
+    world.api.processing_after = 0.0  # the first poll already sees `processing`
+    world.api.finish_after = 100
+    config = EngineConfig(
+        **{
+            **FAST.__dict__,
+            "poll_interval": 0.2,
+            "poll_max_interval": 5.0,
+            "poll_growth": 2.0,
+            "poll_jitter": 0.0,
+        }
+    )
+    engine = await world.engine(config)
+    await world.new_task(engine)
+    await world.until_queries(4)
+    times = [r.at for r in world.api.queries[:4]]
+    first, second, third = (b - a for a, b in itertools.pairwise(times))
+    assert second > first * 1.5 and third > second * 1.5, (first, second, third)
