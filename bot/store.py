@@ -451,8 +451,7 @@ class TaskStore:
         try:
             await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             if not memory:
-                rows = await conn.execute_fetchall("PRAGMA journal_mode = WAL")
-                mode = next(iter(rows))[0]
+                mode = await _switch_to_wal(conn)
                 if str(mode).lower() != "wal":
                     raise StoreError(f"could not switch {path} to WAL (journal_mode={mode})")
             if synchronous not in ("NORMAL", "FULL"):
@@ -1150,6 +1149,23 @@ async def _rollback_quietly(conn: aiosqlite.Connection) -> None:
         await conn.execute("ROLLBACK")
     except sqlite3.Error:
         pass
+
+
+async def _switch_to_wal(conn: aiosqlite.Connection, attempts: int = 100) -> str:
+    """Set WAL mode; SQLite doesn't wait on its busy timeout for this, so wait here.
+
+    A second process (or connection) switching the same new file at the same moment gets
+    "database is locked" at once; it succeeds a moment later.
+    """
+    for attempt in range(attempts):
+        try:
+            rows = await conn.execute_fetchall("PRAGMA journal_mode = WAL")
+            return str(next(iter(rows))[0])
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.05)
+    raise AssertionError("unreachable")
 
 
 async def _migrate(conn: aiosqlite.Connection, migrations: Sequence[str]) -> None:
