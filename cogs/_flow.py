@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.config import ImageTransport
 from bot.engine import new_callback_token
 from bot.images import AttachmentRef, ImageIntakeError, prepare_images
 from bot.kling.models import MAX_NEGATIVE_PROMPT, MAX_PROMPT
@@ -162,9 +163,9 @@ async def start_video(interaction: discord.Interaction[Any], request: VideoReque
                 await reply(interaction, text(locale, "reply.blocked_word", word=word))
                 return None
         changes: list[str] = []
+        image_urls: list[str] = []
         if request.kept_inputs is not None:
             inputs = request.kept_inputs
-            image_urls: list[str] = []
         else:
             images = await prepare_images(
                 bot.session,
@@ -173,8 +174,9 @@ async def start_video(interaction: discord.Interaction[Any], request: VideoReque
                 timeout=bot.settings.image_download_timeout_seconds,
             )
             inputs = [(image.format, image.data) for image in images]
-            image_urls = [image.api_value(bot.settings.image_transport) for image in images]
-            image_urls = [url for url in image_urls if url.startswith(("http://", "https://"))]
+            if bot.settings.image_transport is ImageTransport.URL:
+                # Only unchanged images can go as Discord's links; else all go as base64.
+                image_urls = [image.source_url for image in images if not image.changes]
             templates = image_templates(locale)
             changes = [change.render(templates) for image in images for change in image.changes]
             request.image_names = [image.filename for image in images]

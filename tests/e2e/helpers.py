@@ -62,8 +62,13 @@ class World:
     @contextlib.asynccontextmanager
     async def bot(self, **extra: str) -> AsyncIterator[BotProcess]:
         """Run `python -m bot` until the block ends (SIGTERM then)."""
+        before = self.discord.ready_count  # a restart must wait for its own READY
+
+        def ready(fake: FakeDiscord) -> bool:
+            return fake.ready_count > before and fake.connected
+
         async with run_bot_process(
-            "bot", self.env(**extra), self.discord.url, fake=self.discord
+            "bot", self.env(**extra), self.discord.url, fake=self.discord, ready=ready
         ) as process:
             self.processes.append(process)
             await asyncio.sleep(0.3)  # let discord.py settle on its new session

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 
 import pytest
 
@@ -221,3 +222,44 @@ async def test_no_privileged_intents(world: World) -> None:
     assert world.discord.identified_intents and all(
         i & privileged == 0 for i in world.discord.identified_intents
     )
+
+
+async def test_images_go_as_discord_links_with_url_transport(world: World) -> None:
+    async with world.bot(IMAGE_TRANSPORT="url"):
+        interaction = await world.video([png(), png(500, 400)])
+        await world.discord.wait_for(lambda: world.uploads(), 20)
+    attachments = interaction.payload["data"]["resolved"]["attachments"].values()
+    [submit] = world.api.submits
+    assert [i["image"] for i in submit.body["image_list"]] == [a["url"] for a in attachments]
+
+
+async def test_no_permission_to_post_in_the_channel_goes_to_dms(world: World) -> None:
+    channel = str(world.discord.channel_id)
+    world.discord.deny_send_messages(channel)
+    async with world.bot():
+        interaction = await world.video([png(), png()])
+        answer = await world.answer(interaction)
+        await world.discord.wait_for(lambda: world.uploads(), 20)
+    assert "direct message" in answer
+    [dm] = world.discord.find_requests("POST", r"^/users/@me/channels$")
+    dm_channel = dm.response["id"]
+    [upload] = world.uploads()
+    assert upload.path == f"/channels/{dm_channel}/messages"
+    assert world.posts(channel) == [], "nothing in the channel the bot may not post in"
+    [task] = world.tasks()
+    assert str(task["channel_id"]) == dm_channel and task["state"] == "delivered"
+
+
+async def test_status_edits_are_throttled(world: World) -> None:
+    world.api.processing_after = 0.3
+    world.api.finish_after = 7.0
+    async with world.bot():
+        await world.video([png(), png()])
+        await world.discord.wait_for(lambda: world.uploads(), 30)
+        await asyncio.sleep(0.3)
+    [task] = world.tasks()
+    status = f"/channels/{world.discord.channel_id}/messages/{task['status_message_id']}"
+    edits = [r.time for r in world.discord.requests if r.method == "PATCH" and r.path == status]
+    assert len(edits) >= 3, "submitting, processing and the final state were shown"
+    gaps = [b - a for a, b in itertools.pairwise(edits[:-1])]  # the final edit may come at once
+    assert all(gap >= 4.5 for gap in gaps), gaps
