@@ -106,8 +106,7 @@ class KlingBot(commands.Bot):
                 log.exception("Extension %s failed to load; the bot runs without it", name)
         await self.sync_commands(force=self.force_sync)
         if self.sync_only:
-            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.close()))
-            return
+            return  # `python -m bot sync`: no engine; `_serve` closes after the login
         await self.engine.start()
 
     async def on_app_command_error(
@@ -209,6 +208,9 @@ async def _serve(settings: Settings, *, force_sync: bool, sync_only: bool) -> No
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
     async with bot:
+        if sync_only:
+            await bot.login(settings.discord_token.get_secret_value())  # runs setup_hook: syncs
+            return
         runner = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()))
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)

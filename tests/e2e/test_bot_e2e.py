@@ -13,6 +13,7 @@ import itertools
 
 import pytest
 
+from tests.e2e.conftest import run_bot_process
 from tests.e2e.helpers import EPHEMERAL, World, png
 from tests.fakes.cometapi import MP4_BYTES
 
@@ -263,3 +264,20 @@ async def test_status_edits_are_throttled(world: World) -> None:
     assert len(edits) >= 3, "submitting, processing and the final state were shown"
     gaps = [b - a for a, b in itertools.pairwise(edits[:-1])]  # the final edit may come at once
     assert all(gap >= 4.5 for gap in gaps), gaps
+
+
+async def test_commands_sync_only_when_changed_and_sync_forces_it(world: World) -> None:
+    async with world.bot():
+        pass
+    assert world.discord.command_syncs == 1
+    async with world.bot():
+        pass
+    assert world.discord.command_syncs == 1, "unchanged commands are not synced again"
+    async with run_bot_process(
+        "bot", world.env(), world.discord.url, fake=world.discord, ready=None, args=["sync"]
+    ) as process:
+        code = await process.wait(30)
+        world.processes.append(process)
+    assert code == 0, process.output()[-2000:]
+    assert world.discord.command_syncs == 2, "`python -m bot sync` forces a sync"
+    assert world.api.requests == []
