@@ -24,9 +24,11 @@ def test_every_setting_is_in_env_example_with_its_default() -> None:
             continue
         current = getattr(defaults, name.lower())
         shown = str(current.value if isinstance(current, ImageTransport) else current)
-        assert shown.lower() == value.lower(), (
-            f"{name}: .env.example says {value}, default is {shown}"
-        )
+        try:
+            same = float(shown) == float(value)
+        except ValueError:
+            same = shown.lower() == value.lower()
+        assert same, f"{name}: .env.example says {value}, the default is {shown}"
     for index, line in enumerate(lines):
         if re.match(r"^[A-Z_]+=", line):
             assert lines[index - 1].startswith("# "), f"{line} needs a line of explanation above it"
