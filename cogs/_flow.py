@@ -21,7 +21,7 @@ from bot.engine import new_callback_token
 from bot.images import AttachmentRef, ImageIntakeError, prepare_images
 from bot.kling.models import MAX_NEGATIVE_PROMPT, MAX_PROMPT
 from bot.quota import QuotaExceeded, find_blocked_word, resolve_limits
-from bot.store import NewTask, Task, TaskState, new_external_task_id
+from bot.store import GuildSettings, NewTask, Task, TaskState, new_external_task_id
 from bot.strings import image_templates, text
 from cogs._messages import clip, describe_error, jump_url, link_guild, status_embed
 
@@ -158,28 +158,11 @@ async def start_video(interaction: discord.Interaction[Any], request: VideoReque
             else None
         )
         if guild_settings is not None:
-            word = find_blocked_word(request.prompt, guild_settings.blocked_words)
-            if word is not None:
-                await reply(interaction, text(locale, "reply.blocked_word", word=word))
+            refusal = _guild_refusal(locale, guild_settings, interaction.user.id, request.prompt)
+            if refusal is not None:
+                await reply(interaction, refusal)
                 return None
-        changes: list[str] = []
-        image_urls: list[str] = []
-        if request.kept_inputs is not None:
-            inputs = request.kept_inputs
-        else:
-            images = await prepare_images(
-                bot.session,
-                request.attachments,
-                autofix=bot.settings.image_autofix,
-                timeout=bot.settings.image_download_timeout_seconds,
-            )
-            inputs = [(image.format, image.data) for image in images]
-            if bot.settings.image_transport is ImageTransport.URL:
-                # Only unchanged images can go as Discord's links; else all go as base64.
-                image_urls = [image.source_url for image in images if not image.changes]
-            templates = image_templates(locale)
-            changes = [change.render(templates) for image in images for change in image.changes]
-            request.image_names = [image.filename for image in images]
+        inputs, image_urls, changes = await _collect_inputs(bot, request, locale)
 
         roles = [role.id for role in getattr(interaction.user, "roles", [])]
         limits = resolve_limits(bot.settings, guild_settings, roles, interaction.user.id)
@@ -217,10 +200,11 @@ async def start_video(interaction: discord.Interaction[Any], request: VideoReque
         try:
             task = await _post_status(interaction, task)
         except CannotPost:
-            await reply(
-                interaction,
-                text(locale, "reply.missing_permissions", permissions=", ".join(missing)),
-            )
+            if missing:
+                refusal = text(locale, "reply.missing_permissions", permissions=", ".join(missing))
+            else:
+                refusal = text(locale, "reply.cannot_post")
+            await reply(interaction, refusal)
             return None
         bot.engine.enqueue(task)
         assert task.status_message_id is not None
@@ -239,8 +223,55 @@ async def start_video(interaction: discord.Interaction[Any], request: VideoReque
         return None
     except Exception as error:
         log.exception("Video request failed (task %s)", task.id if task else "none")
+        if task is not None:
+            await _abandon(bot, task)
         await reply(interaction, describe_error(locale, error, task.id if task else None))
         return None
+
+
+def _guild_refusal(locale: str, settings: GuildSettings, user_id: int, prompt: str) -> str | None:
+    """What the server's own rules refuse before anything is downloaded, if anything."""
+    if user_id in settings.blocked_users:
+        return text(locale, "quota.blocked")
+    word = find_blocked_word(prompt, settings.blocked_words)
+    if word is not None:
+        return text(locale, "reply.blocked_word", word=word)
+    return None
+
+
+async def _collect_inputs(
+    bot: KlingBot, request: VideoRequest, locale: str
+) -> tuple[list[tuple[str, bytes]], list[str], list[str]]:
+    """The images to send as (format, bytes), Discord links usable instead, and auto-fixes made."""
+    if request.kept_inputs is not None:
+        return request.kept_inputs, [], []
+    images = await prepare_images(
+        bot.session,
+        request.attachments,
+        autofix=bot.settings.image_autofix,
+        timeout=bot.settings.image_download_timeout_seconds,
+    )
+    request.image_names = [image.filename for image in images]
+    urls: list[str] = []
+    if bot.settings.image_transport is ImageTransport.URL:
+        # Only unchanged images can go as Discord's links; otherwise all go as base64.
+        urls = [image.source_url for image in images if not image.changes]
+    templates = image_templates(locale)
+    changes = [change.render(templates) for image in images for change in image.changes]
+    return [(image.format, image.data) for image in images], urls, changes
+
+
+async def _abandon(bot: KlingBot, task: Task) -> None:
+    """A request that broke after its reservation: end it and give the quota back."""
+    try:
+        current = await bot.store.get(task.id)
+        if current is not None and current.state is TaskState.QUEUED:
+            await bot.store.transition(
+                task.id, TaskState.FAILED, expect=TaskState.QUEUED, error_code="not_submitted"
+            )
+            await bot.store.refund(task.id)
+    except Exception:
+        log.exception("Task %d couldn't be ended after the error", task.id)
 
 
 class CannotPost(Exception):

@@ -281,3 +281,21 @@ async def test_commands_sync_only_when_changed_and_sync_forces_it(world: World) 
     assert code == 0, process.output()[-2000:]
     assert world.discord.command_syncs == 2, "`python -m bot sync` forces a sync"
     assert world.api.requests == []
+
+
+async def test_status_message_refused_by_discord_starts_nothing(world: World) -> None:
+    channel = str(world.discord.channel_id)
+    async with world.bot():
+        world.discord.inject_error(
+            "POST",
+            rf"^/channels/{channel}/messages$",
+            403,
+            {"code": 50013, "message": "Missing Permissions"},
+        )
+        interaction = await world.video([png(), png()])
+        answer = await world.answer(interaction)
+        await asyncio.sleep(0.5)
+    assert "didn't let me post here" in answer
+    assert world.api.requests == [], "nothing submitted"
+    [task] = world.tasks()
+    assert task["state"] == "failed" and task["quota_refunded"] == 1
