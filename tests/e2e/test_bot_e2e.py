@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import itertools
+import os
 
 import pytest
+from PIL import Image
 
 from tests.e2e.conftest import run_bot_process
 from tests.e2e.helpers import EPHEMERAL, World, png
@@ -55,32 +58,74 @@ async def test_happy_path(world: World, count: int) -> None:
     assert world.discord.ack_latencies[interaction.id] < 3
 
 
+def encoded(image_format: str, width: int = 400, height: int = 400) -> bytes:
+    """A real image in another format."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (20, 160, 90)).save(buffer, image_format)
+    return buffer.getvalue()
+
+
+def noise_png(min_bytes: int) -> bytes:
+    """A PNG of random pixels, at least `min_bytes` big (noise doesn't compress)."""
+    side = int((min_bytes / 3) ** 0.5) + 16
+    return png_from(Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)))
+
+
+def png_from(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
+
+
 async def test_every_broken_image_rule_is_refused_before_anything_is_spent(world: World) -> None:
     good = png()
+    truncated = png(500, 500)
     cases = {
-        "too_small": ([good, png(299, 400)], "299×400 px, needs at least 300×300"),
-        "aspect": ([good, png(1000, 399)], "needs between 1:2.5 and 2.5:1"),
-        "not_image": ([good, b"just some text, not a picture" * 20], "not an image file"),
-        "count": ([good], None),
+        "too_small": (png(299, 400), "299×400 px, needs at least 300×300"),
+        "aspect": (png(1000, 399), "needs between 1:2.5 and 2.5:1"),
+        "not_image": (b"just some text, not a picture" * 20, "not an image file"),
+        "format": (encoded("WEBP"), "WEBP isn't accepted — use JPG or PNG"),
+        "corrupt": (truncated[: len(truncated) // 2], "damaged or incomplete"),
+        "too_big": (noise_png(10 * 1024 * 1024 + 50_000), "must be at most 10 MB"),
     }
     async with world.bot(IMAGE_AUTOFIX="false"):
-        for name, (images, expected) in cases.items():
-            if name == "count":
-                continue  # Discord itself requires image1 and image2
-            att = []
-            for position, data in enumerate(images, start=1):
-                att.append(world.discord.add_attachment(f"img{position}.png", data, "image/png"))
+        for name, (bad, expected) in cases.items():
+            first = world.discord.add_attachment("img1.png", good, "image/png")
+            second = world.discord.add_attachment("img2.png", bad, "image/png")
             interaction = await world.discord.slash_command(
-                "video", {"image1": att[0], "image2": att[1], "prompt": "move"}
+                "video", {"image1": first, "image2": second, "prompt": "move"}
             )
             callback = await interaction.wait_callback(3)
             assert callback.data and callback.data.get("flags", 0) & EPHEMERAL
             answer = await world.answer(interaction)
-            assert expected is not None and expected in answer, (name, answer)
+            assert expected in answer, (name, answer)
             assert "image 2 (img2.png)" in answer
+        # Several problems at once are all reported together.
+        first = world.discord.add_attachment("a.png", png(250, 250), "image/png")
+        second = world.discord.add_attachment("b.webp", encoded("WEBP"), "image/webp")
+        interaction = await world.discord.slash_command(
+            "video", {"image1": first, "image2": second, "prompt": "move"}
+        )
+        answer = await world.answer(interaction)
+        assert "image 1 (a.png): 250×250 px" in answer and "image 2 (b.webp): WEBP" in answer
     assert world.api.requests == [], "no API call"
     assert world.tasks() == [], "no quota used"
     assert world.posts(str(world.discord.channel_id)) == [], "nothing public"
+
+
+async def test_fixable_images_are_converted_and_the_user_is_told(world: World) -> None:
+    async with world.bot():
+        first = world.discord.add_attachment("cat.webp", encoded("WEBP"), "image/webp")
+        second = world.discord.add_attachment("dog.gif", encoded("GIF"), "image/gif")
+        interaction = await world.discord.slash_command(
+            "video", {"image1": first, "image2": second, "prompt": "run"}
+        )
+        answer = await world.answer(interaction)
+        await world.discord.wait_for(lambda: world.uploads(), 20)
+    assert "on its way" in answer and "converted WEBP to PNG" in answer
+    [submit] = world.api.submits
+    for item in submit.body["image_list"]:
+        assert base64.b64decode(item["image"]).startswith(b"\x89PNG")
 
 
 async def test_provider_failure_is_told_in_the_thread_and_refunded(world: World) -> None:
