@@ -357,45 +357,42 @@ class TaskEngine:
         except Exception:
             log.exception("Engine step for task %s failed unexpectedly; retrying later", task_id)
             if task_id is not None and not self._stopping:
-                await self._retry_later(task_id)
+                self._retry_later(task_id)
         finally:
             if task_id is not None:
                 self._busy.discard(task_id)
                 self._wake.set()
 
-    async def _retry_later(self, task_id: int) -> None:
-        """Re-read a task after an unexpected error and take it up again, unhurried."""
-        try:
-            task = await self.store.get(task_id)
-        except Exception:
-            log.exception("Task %d can't be re-read; it is picked up at the next start", task_id)
-            return
+    def _retry_later(self, task_id: int) -> None:
+        """Take a task up again, unhurried, after an unexpected error in its step.
+
+        Its provider slot is freed meanwhile (a slot must never leak and stall the queue);
+        `_act` re-reads the row then and decides from its state.
+        """
         self._forget(task_id)
-        if task is None or task.is_terminal:
-            return
-        if task.state is TaskState.QUEUED:
-            self._queue.append(task.id)
-            self._queue_moved()
-            return
-        action = {
-            TaskState.SUBMITTING: Action.RESOLVE,
-            TaskState.SUCCEEDED: Action.DELIVER,
-        }.get(task.state, Action.POLL)
-        if action is not Action.DELIVER:
-            self._at_provider.add(task.id)
-        self._schedule(task.id, action, self.config.poll_max_interval)
+        self._schedule(task_id, Action.POLL, self.config.poll_max_interval)
 
     async def _act(self, task_id: int, action: Action) -> None:
+        """Take a tracked task's next step, decided by its stored state (`action` may be stale)."""
         task = await self.store.get(task_id)
         if task is None or task.is_terminal:
             self._forget(task_id)
             return
-        if action is Action.DELIVER or task.state is TaskState.SUCCEEDED:
+        if task.state is TaskState.QUEUED:
+            self._forget(task_id)
+            if task_id not in self._queue:
+                self._queue.appendleft(task_id)
+                self._queue_moved()
+            return
+        if task.state is TaskState.SUCCEEDED:
             await self._deliver(task)
-        elif self._timed_out(task):
-            await self._time_out(task)
-        elif action is Action.RESOLVE:
-            await self._resolve(task)
+            return
+        self._at_provider.add(task_id)
+        if task.state is TaskState.SUBMITTING:
+            if self._timed_out(task):
+                await self._time_out(task)
+            else:
+                await self._resolve(task)
         else:
             await self._poll(task)
 
@@ -455,27 +452,34 @@ class TaskEngine:
             await self._time_out(task)
             return
         task = await self.store.transition(
-            task.id, TaskState.SUBMITTING, expect=TaskState.QUEUED, attempts=task.attempts + 1
+            task.id,
+            TaskState.SUBMITTING,
+            expect=TaskState.QUEUED,
+            attempts=task.attempts + 1,
+            submit_posts=1,  # written before the POST it counts
         )
         await self._tell(self.notifier.progress(task, None))
         await self._send(task)
 
-    async def _send(self, task: Task) -> None:
+    async def _send(self, task: Task, *, is_resend: bool = False) -> None:
         """Send a task that is `submitting` (its state is already written); never cancelled."""
         self._critical.add(task.id)
         try:
-            await self._send_now(task)
+            await self._send_now(task, is_resend=is_resend)
         finally:
             self._critical.discard(task.id)
 
-    async def _send_now(self, task: Task) -> None:
+    async def _send_now(self, task: Task, *, is_resend: bool) -> None:
         try:
             request = await self._build_request(task)
         except FileNotFoundError:
             await self._fail(task, FailureReason.INPUTS_MISSING, "the input images are gone")
             return
         try:
-            created = await self.client.submit_multi_image(request)
+            # The engine owns resends (counted in the row), so the client never resends itself.
+            created = await self.client.submit_multi_image(
+                request, may_resend=False, is_resend=is_resend
+            )
         except ConcurrencyLimitError:
             await self._back_to_queue(task, "the provider runs as many tasks as it may (1303)")
         except SubmitOutcomeUnknownError as error:
@@ -526,7 +530,9 @@ class TaskEngine:
     async def _back_to_queue(self, task: Task, why: str) -> None:
         """The provider didn't take the task: it waits at the front of the queue."""
         log.info("Task %d goes back to the queue: %s", task.id, why)
-        await self.store.transition(task.id, TaskState.QUEUED, expect=TaskState.SUBMITTING)
+        await self.store.transition(
+            task.id, TaskState.QUEUED, expect=TaskState.SUBMITTING, submit_posts=0
+        )
         self._at_provider.discard(task.id)
         self._queue.appendleft(task.id)
         self._queue_moved()
@@ -545,10 +551,10 @@ class TaskEngine:
         if found is not None:
             log.info("Task %d: found at the provider as %s", task.id, found.task_id)
             await self._track(task, found, expect=TaskState.SUBMITTING)
-        elif task.attempts < 2:
-            log.info("Task %d: the provider never got it; sending it (once more)", task.id)
-            task = await self.store.update(task.id, attempts=task.attempts + 1)
-            await self._send(task)
+        elif task.submit_posts < 2:
+            log.info("Task %d: the provider never got it; sending it once more", task.id)
+            task = await self.store.update(task.id, submit_posts=max(task.submit_posts, 1) + 1)
+            await self._send(task, is_resend=True)
         else:
             await self._fail(
                 task, FailureReason.NOT_SUBMITTED, "the submit never reached the provider"
@@ -565,17 +571,24 @@ class TaskEngine:
     # --- polling --------------------------------------------------------------------------
 
     async def _poll(self, task: Task) -> None:
+        """Ask the provider; a task past its time-out gets this last look before it ends."""
         assert task.kling_task_id is not None
         try:
             remote = await self.client.get_task(task.kling_task_id)
-        except OperatorError as error:
-            self._alert_operator(error)
-            self._schedule(task.id, Action.POLL, self.config.poll_max_interval)
-            return
-        except KlingError as error:  # time-outs, 5xx, 429 after retries; a vanished task
+        except KlingError as error:  # time-outs, 5xx, 429 after retries, a vanished task, the key
+            if self._timed_out(task):
+                await self._time_out(task)
+                return
+            if isinstance(error, OperatorError):
+                self._alert_operator(error)
+                self._schedule(task.id, Action.POLL, self.config.poll_max_interval)
+                return
             level = logging.WARNING if isinstance(error, TaskNotFoundError) else logging.INFO
             log.log(level, "Task %d: query failed (%s); next poll later", task.id, error)
             self._schedule(task.id, Action.POLL, self._grow_gap(task.id))
+            return
+        if not remote.finished and self._timed_out(task):
+            await self._time_out(task)
             return
         await self._apply_status(task, remote)
 
@@ -627,7 +640,9 @@ class TaskEngine:
     # --- endings --------------------------------------------------------------------------
 
     def _timed_out(self, task: Task) -> bool:
-        return self._clock() - task.created_at > self.config.task_timeout
+        """Past the time-out: counted from the submit once at the provider, else from creation."""
+        started = task.submitted_at or task.created_at
+        return self._clock() - started > self.config.task_timeout
 
     async def _time_out(self, task: Task) -> None:
         try:
@@ -645,6 +660,8 @@ class TaskEngine:
             )
         except StaleTransition:
             return
+        if task.kling_task_id is None and await self.store.refund(task.id):
+            task = replace(task, quota_refunded=True)  # it never reached the provider
         self._forget(task.id)
         log.info("Task %d timed out", task.id)
         await self._tell(self.notifier.failed(task))

@@ -179,6 +179,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX idx_tasks_counted ON tasks (created_at) WHERE {_COUNTED};
     CREATE INDEX idx_tasks_user_active ON tasks (user_id) WHERE state IN ({_ACTIVE_SQL});
     """,
+    # v4: how many times the current submit was POSTed, written before each POST, so a
+    # restart never sends a task a third time (kling-api.md decision 8: at most one resend)
+    """
+    ALTER TABLE tasks ADD COLUMN submit_posts INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -265,6 +270,7 @@ class Task:
     delivered_at: float | None
     quota_reset_at: float | None
     inputs_removed_at: float | None
+    submit_posts: int = 0
 
     @property
     def is_finished(self) -> bool:
@@ -307,6 +313,7 @@ _NOT_NULL_UPDATABLE = frozenset(
         "input_dir",
         "attempts",
         "upload_limit",
+        "submit_posts",
     }
 )
 

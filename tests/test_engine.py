@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -551,3 +552,62 @@ async def test_after_a_status_change_the_gap_grows_again_from_short(world: World
     times = [r.at for r in world.api.queries[:4]]
     first, second, third = (b - a for a, b in itertools.pairwise(times))
     assert second > first * 1.5 and third > second * 1.5, (first, second, third)
+
+
+async def test_time_in_our_queue_does_not_count_against_the_provider(world: World) -> None:
+    world.api.finish_after = 0.4
+    config = EngineConfig(**{**FAST.__dict__, "max_concurrent": 1, "task_timeout": 0.6})
+    engine = await world.engine(config)
+    first = await world.new_task(engine)
+    second = await world.new_task(engine)  # waits ~0.45 s in the queue, then 0.4 s at Kling
+    await world.notifier.wait(lambda: len(world.notifier.delivered) == 2, timeout=10)
+    assert {t.id for t in world.notifier.delivered} == {first.id, second.id}
+    assert world.notifier.failures == []
+
+
+async def test_a_task_past_its_time_gets_a_last_look(world: World) -> None:
+    world.api.finish_after = 0.25
+    config = EngineConfig(**{**FAST.__dict__, "poll_interval": 0.5, "task_timeout": 0.3})
+    engine = await world.engine(config)
+    task = await world.new_task(engine)
+    await world.notifier.wait(lambda: world.notifier.delivered or world.notifier.failures)
+    assert [t.id for t in world.notifier.delivered] == [task.id], "finished just in time"
+
+
+async def test_timed_out_before_reaching_the_provider_is_refunded(world: World) -> None:
+    world.api.add_fault("concurrency", on="submit", times=1000)
+    config = EngineConfig(**{**FAST.__dict__, "task_timeout": 0.3, "submit_backoff": 0.2})
+    engine = await world.engine(config)
+    await world.new_task(engine)
+    await world.notifier.wait(lambda: world.notifier.failures, timeout=10)
+    [timed_out] = world.notifier.failures
+    assert timed_out.state is TaskState.TIMED_OUT and timed_out.quota_refunded
+
+
+async def test_a_task_is_never_posted_more_than_twice(world: World) -> None:
+    world.api.add_fault("server_error", on="submit", times=10)
+    engine = await world.engine()
+    task = await world.new_task(engine)
+    await world.notifier.wait(lambda: world.notifier.failures, timeout=15)
+    assert len(world.api.submits) == 2, "sent, then once more after a clear not-found"
+    failed = await world.state(task)
+    assert failed.state is TaskState.FAILED and failed.error_code == FailureReason.NOT_SUBMITTED
+    assert failed.quota_refunded
+
+
+async def test_a_store_hiccup_never_leaks_a_provider_slot(world: World) -> None:
+    engine = await world.engine(EngineConfig(**{**FAST.__dict__, "max_concurrent": 1}), start=False)
+    real_get = world.store.get
+    hiccups = {"left": 3}
+
+    async def flaky_get(task_id: int) -> Task | None:
+        if hiccups["left"] > 0:
+            hiccups["left"] -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return await real_get(task_id)
+
+    world.store.get = flaky_get  # type: ignore[method-assign]
+    await engine.start()
+    for _ in range(3):
+        await world.new_task(engine)
+    await world.notifier.wait(lambda: len(world.notifier.delivered) == 3, timeout=15)

@@ -463,3 +463,25 @@ async def api_settle() -> None:
     import asyncio
 
     await asyncio.sleep(0.6)
+
+
+async def test_resend_refused_as_a_duplicate_is_an_unknown_outcome(
+    api: FakeCometAPI, session: aiohttp.ClientSession, sleeps: Sleeps
+) -> None:
+    api.external_lookup = False  # the lookup can't see the task the dropped submit created
+    api.add_fault("drop_after_create", on="submit")
+    client = make_client(session, api, sleeps)
+    with pytest.raises(SubmitOutcomeUnknownError) as caught:
+        await client.submit_multi_image(request("ext-dup"))
+    assert caught.value.resent
+    assert len(api.tasks) == 1, "the duplicate was refused, not billed twice"
+
+
+async def test_no_resend_when_the_caller_keeps_count(
+    api: FakeCometAPI, session: aiohttp.ClientSession, sleeps: Sleeps
+) -> None:
+    api.add_fault("server_error", on="submit")
+    client = make_client(session, api, sleeps)
+    with pytest.raises(SubmitOutcomeUnknownError):
+        await client.submit_multi_image(request("ext-once"), may_resend=False)
+    assert len(api.submits) == 1

@@ -24,6 +24,7 @@ from pydantic import SecretStr, ValidationError
 from bot.config import Settings
 from bot.kling.errors import (
     ApiTimeoutError,
+    InvalidRequestError,
     KlingError,
     MalformedResponseError,
     RateLimitedError,
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 ROUTE = "/kling/v1/videos/multi-image2video"
 MAX_BODY_BYTES = 2 * 1024 * 1024
 MAX_RETRY_AFTER = 120.0
+DUPLICATE_VALUE_CODE = 1201  # "invalid key or value", also what a reused external id gets
 
 
 @dataclass(frozen=True)
@@ -103,12 +105,15 @@ class KlingClient:
 
     # --- public API -------------------------------------------------------------------
 
-    async def submit_multi_image(self, request: MultiImageRequest) -> KlingTask:
+    async def submit_multi_image(
+        self, request: MultiImageRequest, *, may_resend: bool = True, is_resend: bool = False
+    ) -> KlingTask:
         """Create a task; on an ambiguous failure, find it by external id before re-sending.
 
-        Raises a `UserFixableError` or `OperatorError` when the API refused the task,
-        `ConcurrencyLimitError` when the account runs too many tasks (queue and retry later),
-        and `SubmitOutcomeUnknownError` when it can't tell whether the task was created.
+        The request is sent again at most once, and only after a clear "not found" (never with
+        `may_resend=False`); `is_resend` says the caller already sent it once. Raises a `UserFixableError` or `OperatorError` when the API refused
+        the task, `ConcurrencyLimitError` when the account runs too many tasks (queue and retry
+        later), and `SubmitOutcomeUnknownError` when it can't tell whether the task was created.
         """
         resent = False
         attempt = 0
@@ -127,9 +132,16 @@ class KlingClient:
                 if attempt > self.max_retries:
                     raise
                 await self._backoff(attempt, error)
+            except InvalidRequestError as error:
+                if (resent or is_resend) and error.code == DUPLICATE_VALUE_CODE:
+                    # Refused as a duplicate on the resend: the first one did create it.
+                    raise SubmitOutcomeUnknownError(
+                        f"the resend was refused as a duplicate ({error})", resent=True
+                    ) from None
+                raise
             except _Ambiguous as error:
                 if request.external_task_id is None:
-                    raise SubmitOutcomeUnknownError(str(error.cause)) from None
+                    raise SubmitOutcomeUnknownError(str(error.cause), resent=resent) from None
                 log.warning(
                     "Submit of %s ended ambiguously (%s); looking it up before anything else",
                     request.external_task_id,
@@ -139,13 +151,14 @@ class KlingClient:
                     found = await self.find_by_external_id(request.external_task_id)
                 except KlingError as lookup_error:
                     raise SubmitOutcomeUnknownError(
-                        f"submit failed ({error.cause}); lookup failed ({lookup_error})"
+                        f"submit failed ({error.cause}); lookup failed ({lookup_error})",
+                        resent=resent,
                     ) from None
                 if found is not None:
                     return found
-                if resent:
+                if resent or not may_resend:
                     raise SubmitOutcomeUnknownError(
-                        f"submit failed twice without creating the task ({error.cause})"
+                        f"submit failed without creating the task ({error.cause})", resent=resent
                     ) from None
                 resent = True
 

@@ -166,6 +166,10 @@ class MalformedResponseError(TransientError):
 class SubmitOutcomeUnknownError(TransientError):
     """A submit may or may not have created a task; it must be looked up, never re-sent."""
 
+    def __init__(self, message: str = "", *, resent: bool = False, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.resent = resent  # the request was already sent a second time
+
 
 class TaskNotFoundError(KlingError):
     """No task has this id (a clear "not found" from the API)."""

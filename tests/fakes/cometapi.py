@@ -116,6 +116,7 @@ class FakeCometAPI:
     failure_message: str = "Failure to pass the risk control system"
     video_bytes: bytes = MP4_BYTES
     max_concurrent: int | None = None  # the account's task concurrency (1303 past it)
+    external_lookup: bool = True  # False: querying by external_task_id finds nothing (undocumented)
     clock: Callable[[], float] = time.monotonic
     faults: list[Fault] = field(default_factory=list)
     tasks: dict[str, FakeTask] = field(default_factory=dict)
@@ -266,9 +267,9 @@ class FakeCometAPI:
             if answer is not None:
                 return answer
         wanted = request.match_info["id"]
-        task = self.tasks.get(wanted) or next(
-            (t for t in self.tasks.values() if t.external_task_id == wanted), None
-        )
+        task = self.tasks.get(wanted)
+        if task is None and self.external_lookup:
+            task = next((t for t in self.tasks.values() if t.external_task_id == wanted), None)
         if task is None:
             return _kling_error(404, 1203, "task not found")
         task.queries += 1
