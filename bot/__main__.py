@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sqlite3
 import sys
 import uuid
 
@@ -18,6 +19,7 @@ from bot.kling.errors import (
     OperatorError,
     TaskNotFoundError,
 )
+from bot.store import StoreError, TaskStore
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
@@ -84,7 +86,13 @@ async def check(settings: Settings) -> int:
     except OSError as error:
         print(f"MEDIA_DIR {settings.media_dir} can't be created: {error.strerror}.")
         return EXIT_PROBLEM
-    print(f"OK: settings are valid and the API at {url} accepts the key.")
+    try:
+        store = await TaskStore.open(settings.database_url)
+        await store.close()
+    except (StoreError, OSError, sqlite3.Error) as error:
+        print(f"The database at {settings.database_url} can't be opened: {error}.")
+        return EXIT_PROBLEM
+    print(f"OK: settings are valid, the database opens and the API at {url} accepts the key.")
     return EXIT_OK
 
 

@@ -15,6 +15,7 @@ import json
 import logging
 import pkgutil
 import signal
+import sqlite3
 import sys
 from typing import Any
 
@@ -29,7 +30,7 @@ from bot.engine import EngineConfig, TaskEngine
 from bot.kling.client import KlingClient
 from bot.kling.ratelimit import RateLimiter
 from bot.media import MediaStore
-from bot.store import TaskStore
+from bot.store import StoreError, TaskStore
 from bot.strings import text
 from cogs._delivery import DiscordNotifier
 from cogs._translator import KlingTranslator
@@ -193,6 +194,16 @@ def run_bot(settings: Settings, *, force_sync: bool = False, sync_only: bool = F
         asyncio.run(_serve(settings, force_sync=force_sync, sync_only=sync_only))
     except discord.LoginFailure:
         print("Discord refused DISCORD_TOKEN: check the bot token in .env.", file=sys.stderr)
+        return 1
+    except aiohttp.ClientError as error:
+        print(f"Can't reach Discord ({error}). Check the network.", file=sys.stderr)
+        return 1
+    except (StoreError, sqlite3.Error, OSError) as error:
+        print(
+            f"The database at {settings.database_url} can't be opened: {error}. "
+            "Check DATABASE_URL and that its folder is writable.",
+            file=sys.stderr,
+        )
         return 1
     except discord.PrivilegedIntentsRequired:  # pragma: no cover - the bot asks for none
         print("Discord refused the intents the bot asked for.", file=sys.stderr)

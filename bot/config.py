@@ -6,7 +6,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -25,6 +25,7 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         case_sensitive=False,
+        env_ignore_empty=True,  # `NAME=` (as in .env.example) means "use the default"
     )
 
     # --- secrets (required) ---
@@ -113,6 +114,15 @@ class Settings(BaseSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
 
+    @model_validator(mode="after")
+    def _callbacks_need_both(self) -> Settings:
+        """Callbacks need a public URL and a port to listen on, or neither."""
+        if (self.callback_public_url is None) != (self.callback_listen_port is None):
+            raise ValueError(
+                "CALLBACK_PUBLIC_URL and CALLBACK_LISTEN_PORT go together: set both, or neither"
+            )
+        return self
+
     @property
     def database_path(self) -> str:
         """The SQLite path from DATABASE_URL (`:memory:` for an in-memory database)."""
@@ -127,7 +137,10 @@ def describe_validation_error(error: ValidationError) -> str:
     """Turn pydantic's error into one line naming each variable and what to do."""
     parts: list[str] = []
     for item in error.errors():
-        name = str(item["loc"][0]).upper() if item["loc"] else "?"
+        if not item["loc"]:  # a rule across settings; its message names them
+            parts.append(str(item["msg"]).removeprefix("Value error, "))
+            continue
+        name = str(item["loc"][0]).upper()
         if item["type"] == "missing":
             parts.append(f"{name} is not set")
         else:

@@ -89,3 +89,27 @@ async def test_help_names_both_commands(tmp_path: Path) -> None:
     code, out, _ = await run_cli("--help", cwd=tmp_path, env=clean_env())
     assert code == 0
     assert "check" in out and "run the bot" in out
+
+
+async def test_check_says_the_base_url_is_wrong(tmp_path: Path) -> None:
+    async with FakeCometAPI(api_key="good-key") as api:
+        env = clean_env(
+            DISCORD_TOKEN="t", COMETAPI_KEY="good-key", COMETAPI_BASE_URL=api.base_url + "/v1"
+        )
+        code, out, _ = await run_cli("check", cwd=tmp_path, env=env)
+    assert code == 1, out
+    assert "COMETAPI_BASE_URL" in out and not out.startswith("OK")
+
+
+async def test_check_says_the_database_cant_be_opened(tmp_path: Path) -> None:
+    (tmp_path / "not-a-folder").write_text("a file where a folder should be")
+    async with FakeCometAPI(api_key="good-key") as api:
+        env = clean_env(
+            DISCORD_TOKEN="t",
+            COMETAPI_KEY="good-key",
+            COMETAPI_BASE_URL=api.base_url,
+            DATABASE_URL=f"sqlite:///{tmp_path}/not-a-folder/bot.sqlite3",
+        )
+        code, out, err = await run_cli("check", cwd=tmp_path, env=env)
+    assert code == 1, out + err
+    assert "database" in out and "Traceback" not in out + err

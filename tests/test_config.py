@@ -64,3 +64,28 @@ def test_malformed_settings_name_the_variable(
 def test_secrets_never_show_in_the_settings_repr() -> None:
     settings = load_settings(discord_token="tok-123", cometapi_key="key-456", _env_file=None)
     assert "tok-123" not in repr(settings) and "key-456" not in repr(settings)
+
+
+def test_env_example_copied_as_the_readme_says_starts(tmp_path: Path) -> None:
+    text = ENV_EXAMPLE.read_text()
+    text = text.replace("DISCORD_TOKEN=\n", "DISCORD_TOKEN=t\n").replace(
+        "COMETAPI_KEY=\n", "COMETAPI_KEY=k\n"
+    )
+    env_file = tmp_path / ".env"
+    env_file.write_text(text)
+    settings = load_settings(_env_file=env_file)
+    assert settings.callback_listen_port is None and settings.discord_guild_ids == []
+
+
+def test_empty_values_mean_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COMETAPI_BASE_URL", "")
+    monkeypatch.setenv("CALLBACK_LISTEN_PORT", "")
+    settings = load_settings(discord_token="t", cometapi_key="k", _env_file=None)
+    assert settings.cometapi_base_url == "https://api.cometapi.com"
+
+
+def test_callbacks_need_url_and_port_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALLBACK_PUBLIC_URL", "https://bot.example.org")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(discord_token="t", cometapi_key="k", _env_file=None)
+    assert "CALLBACK_LISTEN_PORT" in str(caught.value) and "\n" not in str(caught.value)

@@ -24,6 +24,7 @@ from pydantic import SecretStr, ValidationError
 from bot.config import Settings
 from bot.kling.errors import (
     ApiTimeoutError,
+    BaseUrlError,
     InvalidRequestError,
     KlingError,
     MalformedResponseError,
@@ -236,6 +237,9 @@ class KlingClient:
         except ValueError:
             payload = None
         if status != 200 or (isinstance(payload, dict) and payload.get("code") not in (0, None)):
+            if status == 404 and (not lookup or not isinstance(payload, dict)):
+                # Not an answer about a task: the route itself isn't there.
+                raise BaseUrlError(f"HTTP 404 at {self.base_url}{ROUTE}", http_status=404)
             if lookup and status == 404:
                 code, message, request_id = parse_error_body(payload)
                 raise TaskNotFoundError(

@@ -344,3 +344,17 @@ async def test_status_message_refused_by_discord_starts_nothing(world: World) ->
     assert world.api.requests == [], "nothing submitted"
     [task] = world.tasks()
     assert task["state"] == "failed" and task["quota_refunded"] == 1
+
+
+async def test_a_database_that_cant_be_opened_is_one_clear_line(world: World) -> None:
+    (world.tmp / "blocker").write_text("a file where the database folder should be")
+    async with run_bot_process(
+        "bot",
+        world.env(DATABASE_URL=f"sqlite:///{world.tmp}/blocker/bot.sqlite3"),
+        world.discord.url,
+        fake=world.discord,
+        ready=None,
+    ) as process:
+        code = await process.wait(30)
+    assert code == 1
+    assert "The database at" in process.output() and "Traceback" not in process.output()
