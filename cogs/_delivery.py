@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 EDIT_INTERVAL = 5.0
 HISTORY_LOOKBACK = 50
+MESSAGE_MAX = 2000
 DAY = 86400.0
 
 
@@ -55,13 +56,12 @@ class DiscordNotifier:
 
     async def deliver(self, task: Task) -> int | None:
         """Post the video (or its link) for the owner, once; return the message id."""
-        channel = self._target(task)
-        existing = await self._find_delivery(channel, task)
+        existing = await self._find_delivery(self._target(task), task)
         if existing is not None:
             log.info("Task %d was already delivered as message %d", task.id, existing)
             await self._finish_status(task, existing)
             return existing
-        message = await self._post_result(channel, task)
+        message = await self._post_result(task)
         await self._finish_status(task, message.id)
         await self._log_line(task, jump_url(link_guild(task), message.channel.id, message.id))
         return message.id
@@ -77,9 +77,7 @@ class DiscordNotifier:
         refund = "deliver.refunded" if task.quota_refunded else "deliver.not_refunded"
         body = f"{body}\n{text(task.locale, refund)}"
         try:
-            await self._target(task).send(
-                clip(body, 2000), allowed_mentions=discord.AllowedMentions(users=True)
-            )
+            await self._send(task, clip(body, 2000))
         except discord.HTTPException:
             log.warning("Task %d: couldn't post the failure notice", task.id, exc_info=True)
         await self._finish_status(task, None)
@@ -174,13 +172,62 @@ class DiscordNotifier:
             log.info("Task %d: couldn't read the channel's history", task.id)
         return None
 
-    async def _post_result(
-        self, channel: discord.PartialMessageable, task: Task
+    async def _send(
+        self,
+        task: Task,
+        content: str,
+        *,
+        view: discord.ui.View | None = None,
+        video: Path | None = None,
     ) -> discord.Message:
+        """Post for the task's owner: in its thread, else its channel, else by DM.
+
+        A deleted thread or a permission taken away after the request never strands a result.
+        Only the owner can be pinged, whatever the provider's text says.
+        """
+        places = dict.fromkeys(c for c in (task.thread_id, task.channel_id) if c is not None)
+        refused: discord.HTTPException | None = None
+        for channel_id in places:
+            target = self.bot.get_partial_messageable(channel_id, guild_id=task.guild_id)
+            try:
+                return await self._post(target, task, content, view, video)
+            except (discord.Forbidden, discord.NotFound) as error:
+                log.info(
+                    "Task %d: can't post in %d (%s); trying the next place",
+                    task.id,
+                    channel_id,
+                    error,
+                )
+                refused = error
+        try:
+            dm = await (await self.bot.fetch_user(task.user_id)).create_dm()
+        except discord.HTTPException:
+            if refused is not None:
+                raise refused from None
+            raise
+        return await self._post(dm, task, content, view, video)
+
+    @staticmethod
+    async def _post(
+        target: discord.abc.Messageable,
+        task: Task,
+        content: str,
+        view: discord.ui.View | None,
+        video: Path | None,
+    ) -> discord.Message:
+        kwargs: dict[str, Any] = {
+            "allowed_mentions": discord.AllowedMentions(users=[discord.Object(task.user_id)])
+        }
+        if view is not None:
+            kwargs["view"] = view
+        if video is not None:  # a fresh File each time: a sent one is consumed
+            kwargs["file"] = discord.File(video, filename=f"kling-video-{task.id}.mp4")
+        return await target.send(content, **kwargs)
+
+    async def _post_result(self, task: Task) -> discord.Message:
         mention = f"<@{task.user_id}>"
         locale = task.locale
         view = result_view(task)
-        mentions = discord.AllowedMentions(users=True)
         path = Path(task.video_path) if task.video_path else None
         if (
             path is not None
@@ -188,11 +235,8 @@ class DiscordNotifier:
             and task.video_bytes <= task.upload_limit
         ):
             try:
-                return await channel.send(
-                    text(locale, "deliver.ready", mention=mention),
-                    file=discord.File(path, filename=f"kling-video-{task.id}.mp4"),
-                    view=view,
-                    allowed_mentions=mentions,
+                return await self._send(
+                    task, text(locale, "deliver.ready", mention=mention), view=view, video=path
                 )
             except discord.HTTPException as error:
                 if error.status != 413:
@@ -217,7 +261,9 @@ class DiscordNotifier:
             )
         else:
             body = text(locale, "deliver.no_link", mention=mention)
-        return await channel.send(clip(body, 2000), view=view, allowed_mentions=mentions)
+        if len(body) > MESSAGE_MAX and task.video_url:
+            body = f"{mention} {task.video_url}"  # never cut a link in half
+        return await self._send(task, clip(body, MESSAGE_MAX), view=view)
 
     async def _log_line(self, task: Task, link: str | None) -> None:
         """One line per finished task in the guild's log channel, when one is set."""

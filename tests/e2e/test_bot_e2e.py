@@ -358,3 +358,33 @@ async def test_a_database_that_cant_be_opened_is_one_clear_line(world: World) ->
         code = await process.wait(30)
     assert code == 1
     assert "The database at" in process.output() and "Traceback" not in process.output()
+
+
+async def test_a_deleted_thread_doesnt_strand_the_result(world: World) -> None:
+    world.api.finish_after = 1.5
+    channel = str(world.discord.channel_id)
+    async with world.bot():
+        await world.video([png(), png()])
+        await world.discord.wait_for(lambda: world.discord.threads, 20)
+        thread = world.discord.threads[0]["id"]
+        unknown = {"code": 10003, "message": "Unknown Channel"}
+        world.discord.inject_error("POST", rf"^/channels/{thread}/messages$", 404, unknown, times=5)
+        world.discord.inject_error("GET", rf"^/channels/{thread}/messages$", 404, unknown, times=5)
+        await world.discord.wait_for(lambda: any(r.status == 200 for r in world.uploads()), 20)
+    [upload] = [r for r in world.uploads() if r.status == 200]
+    assert upload.path == f"/channels/{channel}/messages", "the channel, since the thread is gone"
+    assert world.tasks()[0]["state"] == "delivered"
+
+
+async def test_only_the_owner_can_be_pinged_by_a_failure_notice(world: World) -> None:
+    world.api.outcome = "failed"
+    world.api.failure_message = "rejected, ask <@999999999999999999> or @everyone"
+    async with world.bot():
+        await world.video([png(), png()])
+        await world.discord.wait_for(
+            lambda: world.discord.threads and world.posts(world.discord.threads[0]["id"]), 20
+        )
+    [notice] = world.posts(world.discord.threads[0]["id"])
+    allowed = notice.json["allowed_mentions"]
+    assert allowed.get("parse", []) == []
+    assert [str(u) for u in allowed["users"]] == [world.discord.user["id"]]
