@@ -5,21 +5,23 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    DATABASE_URL=sqlite:////data/kling-bot.sqlite3 \
-    MEDIA_DIR=/data/media
+    PYTHONPATH=/app
 
 RUN useradd --create-home --uid 10001 bot && mkdir /data && chown bot:bot /data
-WORKDIR /app
 
 # Dependencies first, so a source change doesn't reinstall them.
+WORKDIR /app
 COPY pyproject.toml README.md ./
 RUN mkdir -p bot/kling cogs && touch bot/__init__.py bot/kling/__init__.py cogs/__init__.py \
-    && pip install . && pip uninstall -y kling-video-bot && rm -rf bot cogs
+    && pip install . && pip uninstall -y kling-video-bot && rm -rf bot cogs build ./*.egg-info
 
 COPY bot ./bot
 COPY cogs ./cogs
 
 USER bot
+# The bot runs from the volume, so the relative defaults (DATABASE_URL, MEDIA_DIR: data/…)
+# and the same lines copied from .env.example all land in /data.
+WORKDIR /data
 VOLUME ["/data"]
 # `python -m bot` handles SIGTERM: it stops taking work, finishes its writes and exits.
 STOPSIGNAL SIGTERM
