@@ -46,6 +46,7 @@ from bot.kling.errors import (
 )
 from bot.kling.models import ImageItem, KlingTask, MultiImageRequest, TaskStatus
 from bot.media import MediaStore
+from bot.quota import refund_due
 from bot.store import StaleTransition, Task, TaskState, TaskStore
 
 log = logging.getLogger(__name__)
@@ -660,8 +661,9 @@ class TaskEngine:
             )
         except StaleTransition:
             return
-        if task.kling_task_id is None and await self.store.refund(task.id):
-            task = replace(task, quota_refunded=True)  # it never reached the provider
+        reached = task.kling_task_id is not None
+        if refund_due(task.state, reached_provider=reached) and await self.store.refund(task.id):
+            task = replace(task, quota_refunded=True)
         self._forget(task.id)
         log.info("Task %d timed out", task.id)
         await self._tell(self.notifier.failed(task))
@@ -678,7 +680,7 @@ class TaskEngine:
             )
         except StaleTransition:
             return
-        if await self.store.refund(task.id):
+        if refund_due(task.state) and await self.store.refund(task.id):
             task = replace(task, quota_refunded=True)
         self._forget(task.id)
         log.info("Task %d failed (%s): %s", task.id, reason.value, message)

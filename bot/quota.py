@@ -1,7 +1,8 @@
 """Quota rules: how many videos a person may start, and when a reservation is given back.
 
-Refund policy: a task the API refused at submit, or that failed at the provider, gives its quota back.
-A task that was delivered, or that timed out (the provider may still have done the work), keeps it.
+Refund policy: a task the API refused at submit, or that failed at the provider, gives its quota back;
+so does one that timed out before it reached the provider. A task that was delivered, or that timed
+out at the provider (which may still have done the work), keeps it.
 Validation errors never reserve quota: images and prompt are checked before anything is reserved.
 
 The rules live here; `bot.store.TaskStore.reserve` applies them atomically with the task insert.
@@ -175,9 +176,11 @@ def resolve_limits(
     )
 
 
-def refund_due(state: TaskState | str) -> bool:
-    """Whether a task that ended in `state` gives its quota back (only `failed` does)."""
-    return str(state) == "failed"
+def refund_due(state: TaskState | str, *, reached_provider: bool = True) -> bool:
+    """Whether a task that ended in `state` gives its quota back (see the refund policy)."""
+    if str(state) == "failed":
+        return True
+    return str(state) == "timed_out" and not reached_provider
 
 
 def find_blocked_word(prompt: str, blocked_words: Iterable[str]) -> str | None:

@@ -111,6 +111,8 @@ def test_refund_policy() -> None:
     assert refund_due(TaskState.FAILED)
     for state in (TaskState.DELIVERED, TaskState.TIMED_OUT, TaskState.SUCCEEDED):
         assert not refund_due(state)
+    assert refund_due(TaskState.TIMED_OUT, reached_provider=False)
+    assert not refund_due(TaskState.DELIVERED, reached_provider=False)
     doc = bot.quota.__doc__ or ""
     assert "Refund policy" in doc and "Validation errors never reserve" in doc
 
