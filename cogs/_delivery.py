@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EDIT_INTERVAL = 5.0
-HISTORY_LOOKBACK = 50
+HISTORY_LOOKBACK = 500  # messages read after the task finished, looking for its result
+CLOCK_SLACK_SECONDS = 60.0
 MESSAGE_MAX = 2000
 DAY = 86400.0
 
@@ -160,8 +162,12 @@ class DiscordNotifier:
             return task.result_message_id
         me = self.bot.user
         marker = task_marker(task.id)
+        # Only messages since the task finished can be its result: start there, however busy
+        # the channel has been since.
+        since = (task.finished_at or task.created_at) - CLOCK_SLACK_SECONDS
+        after = discord.Object(id=discord.utils.time_snowflake(datetime.fromtimestamp(since, UTC)))
         try:
-            async for message in channel.history(limit=HISTORY_LOOKBACK):
+            async for message in channel.history(limit=HISTORY_LOOKBACK, after=after):
                 if me is not None and message.author.id != me.id:
                     continue
                 for row in message.components:

@@ -440,3 +440,22 @@ async def test_sigterm_during_a_button_press_lets_it_finish(world: World) -> Non
     assert world.tasks()[0]["video_path"] is None, "the press finished before the bot closed"
     assert [r.json["content"] for r in world.original_edits(press)] == ["The video was deleted."]
     assert press.followup_ids == [], "no 'something went wrong' after 'deleted'"
+
+
+async def test_crash_after_posting_in_a_busy_channel_still_delivers_once(world: World) -> None:
+    """Without a thread, a busy channel buries the result under others' messages before the
+    restart; the bot still finds its own message and does not post again."""
+    channel = str(world.discord.channel_id)
+    world.discord.deny_threads(channel)
+    world.discord.delay_next("POST", r"^/channels/\d+/messages$", 30, with_files=True)
+    async with world.bot() as first:
+        await world.video([png(), png()])
+        await world.discord.wait_for(lambda: world.discord.delayed, 20)
+        first.kill()
+        await first.wait()
+    for n in range(120):  # more than one page of history
+        world.discord.add_user_message(channel, f"chatter {n}", [])
+    async with world.bot():
+        await world.until(lambda: world.tasks()[0]["state"] == "delivered", 20)
+        await asyncio.sleep(0.5)
+    assert len(world.uploads()) == 1, "not posted again"
