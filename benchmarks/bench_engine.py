@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiohttp
 
 from bot.config import ImageTransport
-from bot.engine import EngineConfig, TaskEngine
+from bot.engine import RATE_HEADROOM, EngineConfig, TaskEngine
 from bot.kling.client import ClientTimeouts, KlingClient
 from bot.kling.ratelimit import RateLimiter
 from bot.media import MediaStore
@@ -378,11 +378,12 @@ def print1(r: dict[str, Any]) -> None:
 
 def nominal_gap(polls_before: int) -> float:
     """The gap (real s) the engine means to wait after its n-th poll of a restarted task that
-    the provider already reports `processing`: P (the state change resets the gap), then P,
-    1.5P, 2.25P, … up to the max."""
-    if polls_before <= 1:
-        return POLL_INTERVAL
-    return min(POLL_INTERVAL * POLL_GROWTH ** (polls_before - 2), POLL_MAX)
+    the provider already reports `processing`: the state change resets the gap to P, which then
+    grows (P, 1.5P, 2.25P, … up to the max) — never below the floor the query rate sets
+    (tasks ÷ rate × headroom)."""
+    floor = S2_TASKS / S2_RATE_REAL * RATE_HEADROOM
+    grown = POLL_INTERVAL * POLL_GROWTH ** max(0, polls_before - 1)
+    return max(min(grown, POLL_MAX), floor)
 
 
 async def section2() -> dict[str, Any]:

@@ -61,6 +61,7 @@ RETENTION_SWEEP_SECONDS = 3600.0
 EXACT_POSITIONS = 25
 COARSE_POSITION_STEP = 10
 ANNOUNCE_DEBOUNCE_SECONDS = 0.2
+RATE_HEADROOM = 1.25
 
 
 class Notifier(Protocol):
@@ -288,7 +289,10 @@ class TaskEngine:
     def _gap_floor(self) -> float:
         """The shortest gap the query rate allows when every task at the provider is polled."""
         limiter = self.client.limiter
-        return len(self._at_provider) / limiter.rate if limiter is not None else 0.0
+        if limiter is None:
+            return 0.0
+        # Some headroom, so polls never quite fill the limiter and a backlog can always drain.
+        return len(self._at_provider) / limiter.rate * RATE_HEADROOM
 
     # --- scheduling -----------------------------------------------------------------------
 
@@ -428,6 +432,7 @@ class TaskEngine:
         The first `EXACT_POSITIONS` places are told every move; further back, every
         `COARSE_POSITION_STEP` places, so a long queue doesn't cost a store read per task per move.
         """
+        moved: list[tuple[int, int]] = []
         for position, task_id in enumerate(list(self._queue), start=1):
             told = self._announced.get(task_id)
             if told == position:
@@ -438,9 +443,14 @@ class TaskEngine:
                 and abs(told - position) < COARSE_POSITION_STEP
             ):
                 continue
-            self._announced[task_id] = position
-            task = await self.store.get(task_id)
+            moved.append((task_id, position))
+        if not moved:
+            return
+        rows = {task.id: task for task, _ in await self.store.queue()}  # one read for all
+        for task_id, position in moved:
+            task = rows.get(task_id)
             if task is not None:
+                self._announced[task_id] = position
                 await self._tell(self.notifier.progress(task, position))
 
     async def _submit(self, task_id: int) -> None:
