@@ -485,3 +485,19 @@ async def test_no_resend_when_the_caller_keeps_count(
     with pytest.raises(SubmitOutcomeUnknownError):
         await client.submit_multi_image(request("ext-once"), may_resend=False)
     assert len(api.submits) == 1
+
+
+@pytest.mark.parametrize(
+    ("sent", "read"),
+    [
+        ("succeed", TaskStatus.SUCCEED),
+        ("SUCCEED", TaskStatus.SUCCEED),
+        ("succeeded", TaskStatus.SUCCEED),
+        ("failed", TaskStatus.FAILED),
+        ("queued", TaskStatus.PROCESSING),
+        (None, TaskStatus.SUBMITTED),
+    ],
+)
+def test_statuses_are_read_tolerantly(sent: str | None, read: TaskStatus) -> None:
+    task = KlingTask.model_validate({"task_id": "1", "task_status": sent})
+    assert task.task_status is read

@@ -110,6 +110,15 @@ class TaskStatus(StrEnum):
     FAILED = "failed"
 
 
+#: Spellings other gateways use for the two ends (the documented one is `succeed`).
+STATUS_ALIASES = {
+    "succeeded": "succeed",
+    "success": "succeed",
+    "failure": "failed",
+    "error": "failed",
+}
+
+
 class _Tolerant(BaseModel):
     model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
 
@@ -138,12 +147,26 @@ class KlingTask(_Tolerant):
     """The `data` of a submit or query answer."""
 
     task_id: str = Field(min_length=1)
-    task_status: TaskStatus
+    task_status: TaskStatus = TaskStatus.SUBMITTED
     task_status_msg: str | None = None
     task_info: TaskInfo = Field(default_factory=TaskInfo)
     task_result: TaskResult = Field(default_factory=TaskResult)
     created_at: int | None = None
     updated_at: int | None = None
+
+    @field_validator("task_status", mode="before")
+    @classmethod
+    def _unknown_status_is_running(cls, value: Any) -> Any:
+        """A status this code doesn't know (a newer API, a gateway's own word) means "still
+        running": the task is polled on until a known end or its time-out."""
+        if isinstance(value, str):
+            word = value.strip().lower()
+            word = STATUS_ALIASES.get(word, word)
+            if word in TaskStatus.__members__.values():
+                return word
+        if value is None:
+            return TaskStatus.SUBMITTED
+        return TaskStatus.PROCESSING
 
     @field_validator("task_info", "task_result", mode="before")
     @classmethod
