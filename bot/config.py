@@ -123,11 +123,6 @@ class Settings(BaseSettings):
             )
         return self
 
-    @property
-    def database_path(self) -> str:
-        """The SQLite path from DATABASE_URL (`:memory:` for an in-memory database)."""
-        return self.database_url.removeprefix("sqlite:///")
-
 
 class SettingsError(Exception):
     """Raised when settings are missing or malformed; the text is one line for the operator."""

@@ -179,9 +179,9 @@ class TaskEngine:
         self._announced: dict[int, int] = {}  # task id → the queue position last told
         self._queue_changed = asyncio.Event()
         self._announcer: asyncio.Task[None] | None = None
-        self._inflight: dict[asyncio.Task[None], bool] = {}  # step → may it be cancelled at stop
+        # step → (its task, may it be cancelled at stop)
+        self._inflight: dict[asyncio.Task[None], tuple[int | None, bool]] = {}
         self._critical: set[int] = set()  # tasks whose step is writing or delivering
-        self._inflight_task: dict[asyncio.Task[None], int | None] = {}
         self._wake = asyncio.Event()
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
@@ -221,8 +221,8 @@ class TaskEngine:
                 background.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await background
-        for step, cancellable in list(self._inflight.items()):
-            if cancellable and self._inflight_task.get(step) not in self._critical:
+        for step, (task_id, cancellable) in list(self._inflight.items()):
+            if cancellable and task_id not in self._critical:
                 step.cancel()
         if self._inflight:
             _, pending = await asyncio.wait(self._inflight, timeout=SHUTDOWN_GRACE_SECONDS)
@@ -345,13 +345,8 @@ class TaskEngine:
         if task_id is not None:
             self._busy.add(task_id)
         job = asyncio.create_task(self._guarded(task_id, step))
-        self._inflight[job] = cancellable
-        self._inflight_task[job] = task_id
-        job.add_done_callback(self._step_done)
-
-    def _step_done(self, job: asyncio.Task[None]) -> None:
-        self._inflight.pop(job, None)
-        self._inflight_task.pop(job, None)
+        self._inflight[job] = (task_id, cancellable)
+        job.add_done_callback(lambda done: self._inflight.pop(done, None))
 
     async def _guarded(self, task_id: int | None, step: Awaitable[None]) -> None:
         """Run one step; an unexpected error is logged with the task id and retried later."""

@@ -497,13 +497,13 @@ class TaskStore:
     # --- transaction helpers ---------------------------------------------------------------
 
     @asynccontextmanager
-    async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _connection(self) -> AsyncIterator[aiosqlite.Connection]:
         """The connection, alone (no other coroutine's statement can interleave)."""
         async with self._lock:
             yield self._conn
 
     @asynccontextmanager
-    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """A `BEGIN IMMEDIATE` transaction: committed on success, rolled back on any error."""
         async with self._lock:
             conn = self._conn
@@ -520,7 +520,7 @@ class TaskStore:
 
     async def _fetch_tasks(self, sql: str, params: Sequence[Any] = ()) -> list[Task]:
         """Run a SELECT of task columns and build the rows."""
-        async with self._read() as conn:
+        async with self._connection() as conn:
             rows = await conn.execute_fetchall(sql, params)
         return [_task_from_row(r) for r in rows]
 
@@ -556,7 +556,7 @@ class TaskStore:
             selects.append(f"({sql})")
             params.extend(scope_params)
 
-        async with self._write() as conn:
+        async with self._transaction() as conn:
             rows = list(await conn.execute_fetchall(f"SELECT {', '.join(selects)}", params))
             counts = rows[0]
             if counts[0]:
@@ -642,7 +642,7 @@ class TaskStore:
             where += f" AND state IN ({', '.join('?' for _ in expected)})"
             params.extend(s.value for s in expected)
         sql = f"UPDATE tasks SET {', '.join(assignments)} WHERE {where} {_RETURNING}"
-        async with self._read() as conn:
+        async with self._connection() as conn:
             rows = list(await conn.execute_fetchall(sql, params))
             if not rows:
                 found = list(
@@ -662,7 +662,7 @@ class TaskStore:
         assignments, params = _assignments(fields)
         now = self._now()
         sql = f"UPDATE tasks SET {', '.join(assignments)}, updated_at = ? WHERE id = ? {_RETURNING}"
-        async with self._read() as conn:
+        async with self._connection() as conn:
             rows = list(await conn.execute_fetchall(sql, [*params, now, task_id]))
         if not rows:
             raise TaskNotFound(task_id)
@@ -670,7 +670,7 @@ class TaskStore:
 
     async def refund(self, task_id: int) -> bool:
         """Give a task's quota back (idempotent); True when this call changed it."""
-        async with self._read() as conn:
+        async with self._connection() as conn:
             rows = list(
                 await conn.execute_fetchall(
                     "UPDATE tasks SET quota_refunded = 1, updated_at = ? "
@@ -731,7 +731,7 @@ class TaskStore:
 
     async def queue_position(self, task_id: int) -> int | None:
         """A queued task's 1-based place in the queue, or None when it is not queued."""
-        async with self._read() as conn:
+        async with self._connection() as conn:
             rows = list(
                 await conn.execute_fetchall(
                     "SELECT (SELECT COUNT(*) FROM tasks q WHERE q.state = 'queued' AND q.id <= t.id)"
@@ -764,7 +764,7 @@ class TaskStore:
         if guild_id is not None:
             where.append("guild_id = ?")
             params.append(guild_id)
-        async with self._read() as conn:
+        async with self._connection() as conn:
             rows = list(
                 await conn.execute_fetchall(
                     f"SELECT COUNT(*) FROM tasks WHERE {' AND '.join(where)}", params
@@ -777,7 +777,7 @@ class TaskStore:
     ) -> float | None:
         """When the user's daily usage next drops (below `limit`, if given), or None if never."""
         since = self._now() - window
-        async with self._read() as conn:
+        async with self._connection() as conn:
             if limit is None:
                 used, offset = 1, 0
             else:
@@ -791,7 +791,7 @@ class TaskStore:
 
     async def counts_by_state(self) -> dict[TaskState, int]:
         """How many tasks are in each state (every state present, zeros included)."""
-        async with self._read() as conn:
+        async with self._connection() as conn:
             rows = await conn.execute_fetchall("SELECT state, COUNT(*) FROM tasks GROUP BY state")
         counts = dict.fromkeys(TaskState, 0)
         for state, count in rows:
@@ -800,7 +800,7 @@ class TaskStore:
 
     async def usage_summary(self, guild_id: int, since: float) -> UsageSummary:
         """A guild's tasks since `since`: total, counted, by state, distinct and top users."""
-        async with self._read() as conn:
+        async with self._connection() as conn:
             by_state_rows = await conn.execute_fetchall(
                 "SELECT state, COUNT(*) FROM tasks WHERE guild_id = ? AND created_at >= ? "
                 "GROUP BY state",
@@ -840,7 +840,7 @@ class TaskStore:
         Unfinished and succeeded-but-undelivered tasks are never deleted. Deleting rows younger
         than the quota window would give their quota back, so pass `ts` ≤ now − 24 h.
         """
-        async with self._write() as conn:
+        async with self._transaction() as conn:
             rows = await conn.execute_fetchall(
                 f"DELETE FROM tasks WHERE state IN ({_TERMINAL_SQL}) AND updated_at < ? "
                 "RETURNING id",
@@ -863,7 +863,7 @@ class TaskStore:
 
     async def get_guild_settings(self, guild_id: int) -> GuildSettings:
         """Everything the guild's admins set (defaults when nothing is set)."""
-        async with self._read() as conn:
+        async with self._connection() as conn:
             limits = list(
                 await conn.execute_fetchall(
                     "SELECT daily_per_user, concurrent_per_user, daily_per_guild, log_channel_id "
@@ -906,7 +906,7 @@ class TaskStore:
         if unknown:
             raise ValueError(f"unknown guild limit(s): {', '.join(sorted(unknown))}")
         checked = {name: _check_limit(name, value) for name, value in limits.items()}
-        async with self._write() as conn:
+        async with self._transaction() as conn:
             await conn.execute(
                 "INSERT INTO guild_settings (guild_id) VALUES (?) ON CONFLICT DO NOTHING",
                 (guild_id,),
@@ -922,7 +922,7 @@ class TaskStore:
 
     async def set_log_channel(self, guild_id: int, channel_id: int | None) -> None:
         """Set (or with None clear) the guild's log channel."""
-        async with self._read() as conn:
+        async with self._connection() as conn:
             await conn.execute(
                 "INSERT INTO guild_settings (guild_id, log_channel_id) VALUES (?, ?) "
                 "ON CONFLICT (guild_id) DO UPDATE SET log_channel_id = excluded.log_channel_id",
@@ -944,7 +944,7 @@ class TaskStore:
         override = QuotaOverride(
             _check_limit("daily", daily), _check_limit("concurrent", concurrent), bool(exempt)
         )
-        async with self._read() as conn:
+        async with self._connection() as conn:
             await conn.execute(
                 "INSERT INTO quota_overrides (guild_id, kind, target_id, daily, concurrent, exempt) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (guild_id, kind, target_id) DO UPDATE SET "
@@ -957,7 +957,7 @@ class TaskStore:
         self, guild_id: int, kind: Literal["role", "user"], target_id: int
     ) -> bool:
         """Remove an override; True when there was one."""
-        async with self._read() as conn:
+        async with self._connection() as conn:
             rows = await conn.execute_fetchall(
                 "DELETE FROM quota_overrides WHERE guild_id = ? AND kind = ? AND target_id = ? "
                 "RETURNING 1",
@@ -967,7 +967,7 @@ class TaskStore:
 
     async def block_user(self, guild_id: int, user_id: int, *, reason: str | None = None) -> bool:
         """Block a user from starting videos in a guild; True when newly blocked."""
-        async with self._read() as conn:
+        async with self._connection() as conn:
             rows = await conn.execute_fetchall(
                 "INSERT INTO blocked_users (guild_id, user_id, reason, blocked_at) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1",
@@ -977,7 +977,7 @@ class TaskStore:
 
     async def unblock_user(self, guild_id: int, user_id: int) -> bool:
         """Lift a block; True when the user was blocked."""
-        async with self._read() as conn:
+        async with self._connection() as conn:
             rows = await conn.execute_fetchall(
                 "DELETE FROM blocked_users WHERE guild_id = ? AND user_id = ? RETURNING 1",
                 (guild_id, user_id),
@@ -988,7 +988,7 @@ class TaskStore:
         """Whether the user is blocked in the guild (never in DMs)."""
         if guild_id is None:
             return False
-        async with self._read() as conn:
+        async with self._connection() as conn:
             rows = await conn.execute_fetchall(
                 "SELECT 1 FROM blocked_users WHERE guild_id = ? AND user_id = ?",
                 (guild_id, user_id),
@@ -1000,7 +1000,7 @@ class TaskStore:
         normalized = " ".join(word.split()).casefold()
         if not normalized:
             raise ValueError("a blocked word cannot be empty")
-        async with self._read() as conn:
+        async with self._connection() as conn:
             rows = await conn.execute_fetchall(
                 "INSERT INTO blocked_words (guild_id, word) VALUES (?, ?) "
                 "ON CONFLICT DO NOTHING RETURNING 1",
@@ -1011,7 +1011,7 @@ class TaskStore:
     async def remove_blocked_word(self, guild_id: int, word: str) -> bool:
         """Remove a blocked word/phrase; True when it was there."""
         normalized = " ".join(word.split()).casefold()
-        async with self._read() as conn:
+        async with self._connection() as conn:
             rows = await conn.execute_fetchall(
                 "DELETE FROM blocked_words WHERE guild_id = ? AND word = ? RETURNING 1",
                 (guild_id, normalized),
@@ -1027,7 +1027,7 @@ class TaskStore:
         refund). Tasks still running keep their concurrent slot: that limit counts real work.
         """
         now = self._now()
-        async with self._read() as conn:
+        async with self._connection() as conn:
             rows = await conn.execute_fetchall(
                 f"UPDATE tasks SET quota_reset_at = ?, updated_at = ? "
                 f"WHERE user_id = ? AND guild_id IS ? AND created_at > ? AND {_COUNTED} "
@@ -1040,13 +1040,13 @@ class TaskStore:
 
     async def get_meta(self, key: str) -> str | None:
         """A value from the key-value table, or None."""
-        async with self._read() as conn:
+        async with self._connection() as conn:
             rows = list(await conn.execute_fetchall("SELECT value FROM meta WHERE key = ?", (key,)))
         return str(rows[0][0]) if rows else None
 
     async def set_meta(self, key: str, value: str) -> None:
         """Set a value in the key-value table."""
-        async with self._read() as conn:
+        async with self._connection() as conn:
             await conn.execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",

@@ -102,7 +102,6 @@ EN: dict[str, str] = {
     "quota.body": "Today (last 24 h): {used} of {daily}\nRunning or waiting: {active} of {concurrent}\nNext slot frees: {next}",
     "quota.unlimited": "no limit",
     "quota.exempt": "You are exempt from the limits on this server.",
-    "quota.nothing_waiting": "nothing is waiting",
     "tasks.title": "Your recent videos",
     "tasks.empty": "You haven't made any videos yet. Try /video!",
     "tasks.line": "#{task_id} · {state} · {when} · {prompt}{link}",
@@ -128,7 +127,6 @@ EN: dict[str, str] = {
     "admin.active_empty": "Nothing is running or waiting.",
     "admin.usage_title": "Usage",
     "admin.usage_body": "Last day: {day_tasks} videos by {day_users} people ({day_failed} failed)\nLast week: {week_tasks} videos by {week_users} people ({week_failed} failed)",
-    "admin.none": "none",
     "admin.default": "default",
 }
 
@@ -214,7 +212,6 @@ NL: dict[str, str] = {
     "quota.body": "Vandaag (laatste 24 u): {used} van {daily}\nBezig of wachtend: {active} van {concurrent}\nVolgende plek vrij: {next}",
     "quota.unlimited": "geen limiet",
     "quota.exempt": "Op deze server gelden de limieten niet voor jou.",
-    "quota.nothing_waiting": "er wacht niets",
     "tasks.title": "Je recente video's",
     "tasks.empty": "Je hebt nog geen video's gemaakt. Probeer /video!",
     "tasks.line": "#{task_id} · {state} · {when} · {prompt}{link}",
@@ -238,7 +235,6 @@ NL: dict[str, str] = {
     "admin.active_empty": "Er loopt of wacht niets.",
     "admin.usage_title": "Gebruik",
     "admin.usage_body": "Laatste dag: {day_tasks} video's door {day_users} mensen ({day_failed} mislukt)\nLaatste week: {week_tasks} video's door {week_users} mensen ({week_failed} mislukt)",
-    "admin.none": "geen",
     "admin.default": "standaard",
 }
 

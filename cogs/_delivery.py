@@ -119,7 +119,7 @@ class DiscordNotifier:
         final = task
         link = None
         if result_message_id is not None:
-            final = _with_state(task, TaskState.DELIVERED)
+            final = replace(task, state=TaskState.DELIVERED)
             link = jump_url(link_guild(task), task.thread_id or task.channel_id, result_message_id)
         await self.edit_status(final, result_link=link)
 
@@ -290,10 +290,6 @@ class DiscordNotifier:
                 link=f" · {link}" if link else "",
             )
             await self.bot.get_partial_messageable(settings.log_channel_id).send(clip(line, 2000))
-
-
-def _with_state(task: Task, state: TaskState) -> Task:
-    return replace(task, state=state)
 
 
 def _megabytes(size: int) -> str:

@@ -18,8 +18,6 @@ from bot.store import TaskState
 from bot.strings import text
 from cogs._buttons import TaskButton
 from cogs._flow import (
-    DURATIONS,
-    MODES,
     VideoRequest,
     attachment_refs,
     start_video,
@@ -275,6 +273,3 @@ class VideoCog(commands.Cog):
 async def setup(bot: commands.Bot) -> None:
     """Load the cog."""
     await bot.add_cog(VideoCog(bot))  # type: ignore[arg-type]
-
-
-__all__ = ["DURATIONS", "MODES", "VideoCog", "setup"]

@@ -60,11 +60,6 @@ class KlingError(Exception):
         text = ", ".join(parts)
         return f"{text}: {self.api_message}" if self.api_message else text
 
-    @property
-    def retryable(self) -> bool:
-        """Whether waiting and trying again may succeed."""
-        return self.fixer is Fixer.TIME
-
 
 class UserFixableError(KlingError):
     """The request itself was refused; the person who sent it can change it."""
