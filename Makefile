@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint typecheck unit e2e bench check sync clean
+.PHONY: run test lint typecheck unit e2e slow bench check sync clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ typecheck: $(STAMP)
 ## Only the end-to-end suite (the real bot process against fake Discord and fake CometAPI)
 e2e: $(STAMP)
 	$(PY) -m pytest -q tests/e2e
+
+## The long fuzz and crash-soak runs that make test leaves out
+slow: $(STAMP)
+	$(PY) -m pytest -q -m slow -p no:timeout
 
 ## Print the benchmark figures
 bench: $(STAMP)

@@ -2,7 +2,7 @@
 
 The real bot process talks to it through ``tests/e2e/launcher.py``, which points discord.py's
 REST base and gateway URL here. Everything the bot sends is recorded, and every request body
-is validated against Discord's official OpenAPI description (``shared/discord-api-spec``)
+is validated against Discord's official OpenAPI description (``tests/fakes/discord-api-spec``)
 plus the limits Discord enforces that the description does not express (2000-character
 message content, the upload limit, one callback per interaction, the 3-second ack window,
 interaction-token expiry...). A refused request is answered exactly as Discord would (status
@@ -46,8 +46,7 @@ from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_SPEC_PATH = REPO_ROOT.parent / "shared" / "discord-api-spec" / "openapi.json"
+DEFAULT_SPEC_PATH = Path(__file__).resolve().parent / "discord-api-spec" / "openapi.json"
 API_PREFIX = "/api/v10"
 DISCORD_EPOCH_MS = 1_420_070_400_000
 MIB = 1024 * 1024
@@ -368,7 +367,7 @@ class FakeDiscord:
     * ``heartbeat_interval_ms`` – sent in HELLO (41250, Discord's value).
     * ``resume_supported`` – keep sessions of dropped connections for RESUME (True); False
       answers every RESUME with INVALID_SESSION (discord.py then waits 5 s and IDENTIFYs).
-    * ``spec_path`` – the OpenAPI description (defaults to ``<repo>/../shared/...``).
+    * ``spec_path`` – the OpenAPI description (defaults to the copy beside this module).
     """
 
     def __init__(
