@@ -20,38 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import hypothesis
-from hypothesis import strategies as st
-
-from bot.kling.models import KlingTask
-from tests.fakes.hostile_http import ClientHarness, RawAnswer, fuzz_client, valid_answers
+from tests.fakes.hostile_http import ClientHarness, fuzz_client, read_valid_answers
 
 VALID_ANSWERS = 500
-
-
-def read_valid_answers(harness: ClientHarness, examples: int, seed: int) -> tuple[int, int]:
-    """(answers given, answers read as their task) for valid answers however they arrive."""
-    given = 0
-    read = 0
-
-    @hypothesis.seed(seed)
-    @hypothesis.settings(
-        max_examples=examples,
-        deadline=None,
-        database=None,
-        phases=[hypothesis.Phase.generate],
-        suppress_health_check=list(hypothesis.HealthCheck),
-    )
-    @hypothesis.given(valid_answers(), st.sampled_from(["query", "submit"]))
-    def one(case: tuple[str, RawAnswer], operation: str) -> None:
-        nonlocal given, read
-        task_id, answer = case
-        outcome = harness.ask(answer, operation)  # type: ignore[arg-type]
-        given += 1
-        read += isinstance(outcome, KlingTask) and outcome.task_id == task_id
-
-    one()
-    return given, read
 
 
 def main() -> int:

@@ -23,11 +23,12 @@ from tests.fakes.hostile_http import (
     fuzz_client,
     is_foreign,
     raw_answers,
+    read_valid_answers,
     valid_answers,
 )
 
 PROPERTY = settings(
-    max_examples=120,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -54,7 +55,7 @@ def test_every_answer_ends_as_a_task_or_the_clients_own_error(
     assert not is_foreign(outcome), f"{outcome!r} escaped for {answer!r:.500}"
 
 
-@PROPERTY
+@settings(PROPERTY, max_examples=60)  # answers up to 1.5 MB: fewer here, 500 in the slow run
 @given(case=valid_answers(), operation=operations)
 def test_a_valid_answer_is_read_however_it_arrives(
     harness: ClientHarness, case: tuple[str, RawAnswer], operation: Operation
@@ -70,3 +71,8 @@ def test_5000_arbitrary_answers_raise_no_foreign_exception(harness: ClientHarnes
     report = fuzz_client(harness, 5000)
     assert report.answers >= 5000
     assert report.foreign == []
+
+
+@pytest.mark.slow
+def test_500_valid_answers_are_all_read(harness: ClientHarness) -> None:
+    assert read_valid_answers(harness, 500, seed=1) == (500, 500)

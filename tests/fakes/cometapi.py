@@ -122,7 +122,8 @@ async def send_roughly(
 ) -> web.StreamResponse:
     """Send `answer` as `rough` says: in pieces, maybe chunked, maybe gzipped, odd headers."""
     rng = rough.rng
-    body = answer.body if isinstance(answer.body, bytes) else b""
+    body = answer.body or b""
+    assert isinstance(body, bytes), "the fake's answers carry their body as bytes"
     out = web.StreamResponse(status=answer.status, reason=answer.reason)
     for name, value in answer.headers.items():
         if name.lower() not in ("content-length", "transfer-encoding"):

@@ -503,3 +503,28 @@ def fuzz_client(harness: ClientHarness, examples: int, *, seed: int = 0) -> Fuzz
 
     one()
     return report
+
+
+def read_valid_answers(harness: ClientHarness, examples: int, seed: int) -> tuple[int, int]:
+    """(answers given, answers read as their task) for valid answers however they arrive."""
+    given = 0
+    read = 0
+
+    @hypothesis.seed(seed)
+    @hypothesis.settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        phases=[hypothesis.Phase.generate],
+        suppress_health_check=list(hypothesis.HealthCheck),
+    )
+    @hypothesis.given(valid_answers(), st.sampled_from(["query", "submit"]))
+    def one(case: tuple[str, RawAnswer], operation: Operation) -> None:
+        nonlocal given, read
+        task_id, answer = case
+        outcome = harness.ask(answer, operation)
+        given += 1
+        read += isinstance(outcome, KlingTask) and outcome.task_id == task_id
+
+    one()
+    return given, read
