@@ -149,7 +149,7 @@ def video_url_problem(url: str) -> str | None:
     except ValueError:
         return "a URL that can't be parsed"
     if parts.scheme.lower() not in ("http", "https"):
-        return f"not an http(s) URL ({parts.scheme or 'no'} scheme)"
+        return f"not an http(s) URL ({parts.scheme[:20] or 'no'} scheme)"
     if not host:
         return "a URL without a host"
     return None
@@ -194,8 +194,8 @@ class Video(_Tolerant):
 class TaskResult(_Tolerant):
     """The task's output; `{}` while the task runs.
 
-    `videos` holds only videos the bot can use; every listed video it left out is named in
-    `unusable_videos` with the reason (a provider's answer, never the bot's own field).
+    `videos` holds only videos the bot can use; `unusable_videos` says, for every listed video
+    it left out, why (the bot fills it in; a field of that name in an answer is overwritten).
     """
 
     videos: list[Video] = Field(default_factory=list)
