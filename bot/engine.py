@@ -88,6 +88,7 @@ class FailureReason(StrEnum):
     INVALID_REQUEST = "invalid_request"
     OPERATOR = "operator"
     PROVIDER_FAILED = "provider_failed"
+    NO_VIDEO = "no_video"  # "succeeded", but without a video the bot can use
     NOT_SUBMITTED = "not_submitted"
     TIMED_OUT = "timed_out"
     INPUTS_MISSING = "inputs_missing"
@@ -610,11 +611,14 @@ class TaskEngine:
         status = remote.task_status
         if status is TaskStatus.SUCCEED:
             video = remote.video
+            if video is None:  # nothing to deliver: a provider failure, refunded like one
+                await self._fail(task, FailureReason.NO_VIDEO, remote.missing_video_reason())
+                return
             task = await self.store.transition(
                 task.id,
                 TaskState.SUCCEEDED,
                 expect=(TaskState.SUBMITTED, TaskState.PROCESSING),
-                video_url=video.url if video else None,
+                video_url=video.url,
                 status_message=remote.task_status_msg,
             )
             self._at_provider.discard(task.id)
@@ -838,7 +842,7 @@ class TaskEngine:
         try:
             body = await request.json()
             remote = KlingTask.model_validate(body)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):  # RecursionError: JSON nested too deep
             return web.json_response({"error": "invalid body"}, status=400)
         if task.kling_task_id is not None and remote.task_id != task.kling_task_id:
             return web.json_response({"error": "task id does not match"}, status=400)

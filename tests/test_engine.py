@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import random
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from bot.kling.ratelimit import RateLimiter
 from bot.media import MediaStore
 from bot.quota import QuotaLimits
 from bot.store import NewTask, Task, TaskState, TaskStore
-from tests.fakes.cometapi import MP4_BYTES, FakeCometAPI
+from tests.fakes.cometapi import MP4_BYTES, FakeCometAPI, Roughness
 
 FAST = EngineConfig(
     max_concurrent=2,
@@ -280,6 +281,46 @@ async def test_video_that_is_not_mp4_is_delivered_as_a_link(world: World) -> Non
     assert not world.media.video_path(task.id).exists()
 
 
+@pytest.mark.parametrize(
+    "videos",
+    [
+        [],
+        [{"url": "javascript:alert(1)"}],
+        [{"url": "file:///etc/passwd", "duration": "-5"}],
+        [{"url": 12345}, {"url": "not a url"}],
+        "not a list",
+    ],
+)
+async def test_success_without_a_usable_video_is_a_refunded_provider_failure(
+    world: World, videos: object
+) -> None:
+    world.api.videos = videos  # type: ignore[assignment]
+    engine = await world.engine()
+    task = await world.new_task(engine)
+    await world.notifier.wait(lambda: len(world.notifier.failures) == 1)
+    [failed] = world.notifier.failures
+    assert failed.state is TaskState.FAILED
+    assert failed.error_code == FailureReason.NO_VIDEO
+    assert failed.status_message and "video" in failed.status_message
+    assert failed.video_url is None
+    assert failed.quota_refunded and (await world.state(task)).quota_refunded
+    assert world.notifier.delivered == []
+    assert not [r for r in world.api.requests if r.path.startswith("/videos/")], "nothing fetched"
+
+
+async def test_a_video_that_arrives_in_rough_pieces_is_kept_whole(world: World) -> None:
+    """The download reads to the end however the body comes: pieces, chunked, gzipped."""
+    world.api.video_bytes = MP4_BYTES + random.Random(7).randbytes(600_000)
+    world.api.rough = Roughness(seed=7, max_pieces=40, max_delay=0.002, chunked=0.5, gzip=0.5)
+    engine = await world.engine()
+    task = await world.new_task(engine)
+    await world.notifier.wait(lambda: len(world.notifier.delivered) == 1)
+    [delivered] = world.notifier.delivered
+    assert delivered.error_code is None and delivered.video_path is not None
+    assert Path(delivered.video_path).read_bytes() == world.api.video_bytes
+    assert world.media.video_path(task.id).exists()
+
+
 async def test_video_over_the_cap_is_delivered_as_a_link(world: World) -> None:
     world.api.video_bytes = MP4_BYTES + b"\0" * 100_000
     config = EngineConfig(**{**FAST.__dict__, "video_max_bytes": 50_000})
@@ -457,11 +498,12 @@ async def test_forged_callback_token_gets_404_and_changes_nothing(world: World) 
     assert (await world.state(task)).state is TaskState.SUBMITTED
 
 
-async def test_callback_with_a_bad_body_is_refused(world: World) -> None:
+@pytest.mark.parametrize("body", [b"not json", b"[" * 100_000 + b"]" * 100_000])
+async def test_callback_with_a_bad_body_is_refused(world: World, body: bytes) -> None:
     engine = await callback_engine(world)
     task = await world.new_task(engine)
     url = f"http://127.0.0.1:{engine.callback_port}/kling/callback/{task.id}/{task.callback_token}"
-    async with world.session.post(url, data=b"not json") as response:
+    async with world.session.post(url, data=body) as response:
         assert response.status == 400
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
+import gzip
 import io
 from collections.abc import AsyncIterator
 
@@ -11,7 +13,7 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from bot.kling.client import ClientTimeouts, KlingClient
+from bot.kling.client import MAX_BODY_BYTES, ClientTimeouts, KlingClient
 from bot.kling.errors import (
     AccountError,
     ApiTimeoutError,
@@ -29,6 +31,7 @@ from bot.kling.errors import (
 )
 from bot.kling.models import KlingTask, MultiImageRequest, TaskStatus
 from tests.fakes.cometapi import FakeCometAPI
+from tests.fakes.hostile_http import KEY, HostileServer, RawAnswer, task_answer
 
 
 def png_b64(size: tuple[int, int] = (320, 320)) -> str:
@@ -356,6 +359,7 @@ async def test_malformed_answers_end_as_malformed(
 async def test_slow_query_times_out_then_succeeds(
     api: FakeCometAPI, session: aiohttp.ClientSession, sleeps: Sleeps
 ) -> None:
+    api.rough = None  # the time-outs here are tight: answers come in one piece
     client = make_client(
         session, api, sleeps, timeouts=ClientTimeouts(connect=1, submit=1, query=0.2)
     )
@@ -368,6 +372,7 @@ async def test_slow_query_times_out_then_succeeds(
 async def test_slow_query_ends_as_a_timeout(
     api: FakeCometAPI, session: aiohttp.ClientSession, sleeps: Sleeps
 ) -> None:
+    api.rough = None  # the time-outs here are tight: answers come in one piece
     client = make_client(session, api, sleeps, max_retries=0, timeouts=ClientTimeouts(1, 1, 0.2))
     api.add_fault("slow", on="query", delay=0.6)
     with pytest.raises(ApiTimeoutError):
@@ -377,6 +382,7 @@ async def test_slow_query_ends_as_a_timeout(
 async def test_submit_that_times_out_after_creating_returns_that_task(
     api: FakeCometAPI, session: aiohttp.ClientSession, sleeps: Sleeps
 ) -> None:
+    api.rough = None  # the time-outs here are tight: answers come in one piece
     client = make_client(
         session, api, sleeps, timeouts=ClientTimeouts(connect=1, submit=0.3, query=1)
     )
@@ -501,3 +507,292 @@ async def test_no_resend_when_the_caller_keeps_count(
 def test_statuses_are_read_tolerantly(sent: str | None, read: TaskStatus) -> None:
     task = KlingTask.model_validate({"task_id": "1", "task_status": sent})
     assert task.task_status is read
+
+
+# --- answers however they arrive (issue 10) ---------------------------------------------
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[HostileServer]:
+    """A peer that answers exactly the bytes a test scripts."""
+    server = HostileServer()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def peer_client(session: aiohttp.ClientSession, peer: HostileServer, sleeps: Sleeps) -> KlingClient:
+    return KlingClient(
+        session,
+        base_url=peer.url,
+        api_key=KEY,
+        timeouts=ClientTimeouts(connect=2, submit=2, query=2),
+        max_retries=0,
+        sleep=sleeps,
+    )
+
+
+def cut_in_half(answer: RawAnswer) -> RawAnswer:
+    """The same answer in two writes, the second one the last half of the body."""
+    return dataclasses.replace(answer, cuts=(len(answer.wire()) - len(answer.body) // 2,))
+
+
+@pytest.mark.parametrize("size", [500, 64 * 1024, 140 * 1024, 1024 * 1024])
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+async def test_an_answer_in_two_writes_5_ms_apart_is_read_whole(
+    peer: HostileServer,
+    session: aiohttp.ClientSession,
+    sleeps: Sleeps,
+    size: int,
+    framing: str,
+) -> None:
+    answer = RawAnswer(body=task_answer("861", size), framing=framing, delays=(0.005,))  # type: ignore[arg-type]
+    peer.answer = cut_in_half(answer)
+    task = await peer_client(session, peer, sleeps).get_task("861")
+    assert task.task_id == "861"
+
+
+@pytest.mark.parametrize("size", [140 * 1024, 1024 * 1024, MAX_BODY_BYTES - 200])
+async def test_a_large_answer_in_one_write_is_read_whole(
+    peer: HostileServer, session: aiohttp.ClientSession, sleeps: Sleeps, size: int
+) -> None:
+    peer.answer = RawAnswer(body=task_answer("862", size))
+    assert (await peer_client(session, peer, sleeps).get_task("862")).task_id == "862"
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+async def test_a_gzipped_answer_in_pieces_is_read_whole(
+    peer: HostileServer, session: aiohttp.ClientSession, sleeps: Sleeps, framing: str
+) -> None:
+    peer.answer = RawAnswer(
+        body=task_answer("863", 300_000),
+        framing=framing,  # type: ignore[arg-type]
+        gzip=True,
+        chunk_sizes=(7, 1000, 3),
+        cuts=(50, 200, 201, 900),
+        delays=(0.002, 0.0),
+    )
+    assert (await peer_client(session, peer, sleeps).get_task("863")).task_id == "863"
+
+
+async def test_a_submit_whose_answer_arrives_in_pieces_returns_its_task(
+    peer: HostileServer, session: aiohttp.ClientSession, sleeps: Sleeps
+) -> None:
+    peer.answer = cut_in_half(RawAnswer(body=task_answer("864", 2000), delays=(0.005,)))
+    task = await peer_client(session, peer, sleeps).submit_multi_image(request("ext-pieces"))
+    assert task.task_id == "864"
+    assert peer.requests == 1, "no lookup: the answer was read, not called unknown"
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+@pytest.mark.parametrize("compressed", [False, True])
+async def test_an_answer_over_the_cap_is_refused_clearly(
+    peer: HostileServer,
+    session: aiohttp.ClientSession,
+    sleeps: Sleeps,
+    framing: str,
+    compressed: bool,
+) -> None:
+    client = peer_client(session, peer, sleeps)
+    body = task_answer("865", MAX_BODY_BYTES)
+    peer.answer = RawAnswer(body=body, framing=framing, gzip=compressed, cuts=(9000,))  # type: ignore[arg-type]
+    with pytest.raises(MalformedResponseError) as caught:
+        await client.get_task("865")
+    assert "cap" in str(caught.value)
+
+
+async def test_a_gzip_bomb_is_refused_at_the_cap(
+    peer: HostileServer, session: aiohttp.ClientSession, sleeps: Sleeps
+) -> None:
+    body = b'{"code": 0, "data": {"task_id": "1"}, "pad": "' + b"0" * (8 * MAX_BODY_BYTES) + b'"}'
+    assert len(gzip.compress(body)) < MAX_BODY_BYTES // 20
+    peer.answer = RawAnswer(body=body, gzip=True)
+    with pytest.raises(MalformedResponseError, match="cap"):
+        await peer_client(session, peer, sleeps).get_task("1")
+
+
+async def test_an_error_page_over_the_cap_keeps_its_status(
+    peer: HostileServer, session: aiohttp.ClientSession, sleeps: Sleeps
+) -> None:
+    peer.answer = RawAnswer(status=502, body=b"<html>" + b"x" * MAX_BODY_BYTES)
+    with pytest.raises(ServiceUnavailableError):
+        await peer_client(session, peer, sleeps).get_task("1")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "soon",
+        "Mon, 32 Foo 2024 25:61:61 GMT",
+        "Fri, 31 Dec 99999 23:59:59 GMT",
+        "Thu, 01 Jan 1970",
+        "nan",
+        "inf",
+        "1e309",
+        "   ",
+    ],
+)
+async def test_a_retry_after_that_is_neither_seconds_nor_a_date_is_no_hint(
+    peer: HostileServer, session: aiohttp.ClientSession, sleeps: Sleeps, value: str
+) -> None:
+    body = b'{"code": 1302, "message": "too many requests"}'
+    peer.answer = RawAnswer(status=429, headers=(("Retry-After", value),), body=body)
+    with pytest.raises(RateLimitedError) as caught:
+        await peer_client(session, peer, sleeps).get_task("1")
+    assert caught.value.retry_after is None
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("7", 7.0), ("-5", 0.0), ("100000", 120.0), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)],
+)
+async def test_a_retry_after_is_read_and_capped(
+    peer: HostileServer, session: aiohttp.ClientSession, sleeps: Sleeps, value: str, seconds: float
+) -> None:
+    body = b'{"code": 1302, "message": "too many requests"}'
+    peer.answer = RawAnswer(status=429, headers=(("Retry-After", value),), body=body)
+    with pytest.raises(RateLimitedError) as caught:
+        await peer_client(session, peer, sleeps).get_task("1")
+    assert caught.value.retry_after == seconds
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (200, b"[" * 100_000 + b"]" * 100_000, MalformedResponseError),
+        (
+            200,
+            b'{"code": 0, "data": ' + b'{"a": ' * 600 + b"1" + b"}" * 601,
+            MalformedResponseError,
+        ),
+        (500, b"[" * 100_000 + b"]" * 100_000, ServiceUnavailableError),
+        (
+            500,
+            b'{"code": 5000, "message": ' + b"[" * 900 + b"]" * 900 + b"}",
+            ServiceUnavailableError,
+        ),
+    ],
+)
+async def test_deeply_nested_json_is_a_malformed_answer(
+    peer: HostileServer,
+    session: aiohttp.ClientSession,
+    sleeps: Sleeps,
+    status: int,
+    body: bytes,
+    error: type[Exception],
+) -> None:
+    peer.answer = RawAnswer(status=status, body=body)
+    with pytest.raises(error):
+        await peer_client(session, peer, sleeps).get_task("1")
+
+
+# --- only usable videos (issue 10) --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "javascript:alert(1)",
+        "file:///etc/passwd",
+        12345,
+        "not a url",
+        "http://",
+        "https:///no-host",
+        "http://[::1",
+        "ftp://cdn.example.org/v.mp4",
+        "https://cdn.example.org/v.mp4\n<script>",
+        "https://cdn.example.org/" + "a" * 2000,
+        None,
+    ],
+)
+def test_a_video_without_an_http_url_is_not_usable(url: object) -> None:
+    task = KlingTask.model_validate(
+        {"task_id": "1", "task_status": "succeed", "task_result": {"videos": [{"url": url}]}}
+    )
+    assert task.video is None
+    assert task.task_result.videos == []
+    assert "unusable" in task.missing_video_reason()
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("-5", None),
+        ("NaN", None),
+        ("inf", None),
+        ("0", None),
+        ("", None),
+        ([], None),
+        ("5.1", "5.1"),
+        (10, "10"),
+    ],
+)
+def test_a_video_keeps_only_a_finite_positive_duration(sent: object, kept: str | None) -> None:
+    url = "https://cdn.example.org/v.mp4"
+    task = KlingTask.model_validate(
+        {
+            "task_id": "1",
+            "task_status": "succeed",
+            "task_result": {"videos": [{"url": url, "duration": sent}]},
+        }
+    )
+    assert task.video is not None and task.video.url == url
+    assert task.video.duration == kept
+
+
+@pytest.mark.parametrize("result", [{}, {"videos": []}, {"videos": "x"}, "junk", None])
+def test_a_success_without_videos_says_so(result: object) -> None:
+    task = KlingTask.model_validate(
+        {"task_id": "1", "task_status": "succeed", "task_result": result}
+    )
+    assert task.task_status is TaskStatus.SUCCEED and task.video is None
+    assert task.missing_video_reason()
+
+
+def test_the_first_usable_video_is_the_one() -> None:
+    good = "https://cdn.example.org/good.mp4"
+    task = KlingTask.model_validate(
+        {
+            "task_id": "1",
+            "task_status": "succeed",
+            "task_result": {"videos": [{"url": "javascript:alert(1)"}, {"url": good, "id": {}}]},
+        }
+    )
+    assert task.video is not None and task.video.url == good
+    assert len(task.task_result.unusable_videos) == 1
+
+
+async def test_the_client_hands_over_no_unusable_video(
+    api: FakeCometAPI, session: aiohttp.ClientSession, sleeps: Sleeps
+) -> None:
+    api.videos = [{"url": "javascript:alert(1)", "duration": "NaN"}]
+    client = make_client(session, api, sleeps)
+    task = await client.submit_multi_image(request())
+    api.finish(task.task_id)
+    done = await client.get_task(task.task_id)
+    assert done.task_status is TaskStatus.SUCCEED and done.video is None
+
+
+async def test_the_fake_sends_answers_roughly(
+    api: FakeCometAPI, session: aiohttp.ClientSession
+) -> None:
+    """The default fake really does chunk and gzip (so every suite reads rough answers)."""
+    seen: set[tuple[bool, str]] = set()
+    headers = {"Authorization": "Bearer test-key"}
+    for _ in range(40):
+        async with session.get(
+            f"{api.base_url}/kling/v1/videos/multi-image2video/x", headers=headers
+        ) as r:
+            await r.read()
+            seen.add(
+                (
+                    r.headers.get("Transfer-Encoding") == "chunked",
+                    r.headers.get("Content-Encoding", ""),
+                )
+            )
+    assert {(True, "gzip"), (False, "gzip"), (True, ""), (False, "")} <= seen
+    api.rough = None
+    async with session.get(
+        f"{api.base_url}/kling/v1/videos/multi-image2video/x", headers=headers
+    ) as r:
+        assert r.headers.get("Content-Length") and "Content-Encoding" not in r.headers

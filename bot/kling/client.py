@@ -4,6 +4,11 @@ Queries are retried on anything time can fix. A submit is never blindly repeated
 outcome is unknown (time-out, dropped connection, 5xx, junk answer) the client looks the
 task up by its `external_task_id` first (kling-api.md decision 8), so one press can never
 create two paid tasks.
+
+Every answer ends as a `KlingTask` or as one of the errors in `bot.kling.errors`, whatever
+the peer sends: the body is read whole however it arrives (in pieces, chunked, gzip, with or
+without a length) up to `MAX_BODY_BYTES`, JSON nested deeper than `MAX_JSON_DEPTH` is refused,
+and a `Retry-After` that is neither seconds nor a valid date is ignored.
 """
 
 from __future__ import annotations
@@ -12,10 +17,12 @@ import asyncio
 import email.utils
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 import aiohttp
@@ -42,7 +49,9 @@ from bot.kling.ratelimit import RateLimiter
 log = logging.getLogger(__name__)
 
 ROUTE = "/kling/v1/videos/multi-image2video"
-MAX_BODY_BYTES = 2 * 1024 * 1024
+MAX_BODY_BYTES = 2 * 1024 * 1024  # a task answer is a few kB; more is refused unread
+MAX_JSON_DEPTH = 32  # an answer is 4 levels deep; far deeper is junk (or an attack)
+READ_CHUNK = 64 * 1024
 MAX_RETRY_AFTER = 120.0
 DUPLICATE_VALUE_CODE = 1201  # "invalid key or value", also what a reused external id gets
 
@@ -213,9 +222,9 @@ class KlingClient:
                 timeout=timeout,
                 allow_redirects=False,
             ) as response:
-                raw = await response.content.read(MAX_BODY_BYTES)
                 status = response.status
-                retry_after = _retry_after(response.headers.get("Retry-After"))
+                retry_after_header = response.headers.get("Retry-After")
+                raw = await _read_body(response)
         except aiohttp.ClientConnectorError as error:
             raise _NotSent(ApiTimeoutError(f"can't connect to {self.base_url}: {error}")) from None
         except TimeoutError:
@@ -224,18 +233,20 @@ class KlingClient:
             raise _Ambiguous(
                 ApiTimeoutError(f"connection failed: {type(error).__name__}")
             ) from None
-        return self._parse(status, raw, retry_after, lookup=not submit)
+        return self._parse(status, raw, _retry_after(retry_after_header), lookup=not submit)
 
     def _parse(
-        self, status: int, raw: bytes, retry_after: float | None, *, lookup: bool
+        self, status: int, raw: bytes | None, retry_after: float | None, *, lookup: bool
     ) -> KlingTask:
-        key = self._key.get_secret_value().encode()
-        if key:
-            raw = raw.replace(key, b"***")  # an echo of the key must never reach a log
-        try:
-            payload: Any = json.loads(raw)
-        except ValueError:
-            payload = None
+        """Turn one answer into its task or its error; `raw` is None for a body over the cap."""
+        if raw is None:
+            payload: Any = None
+            unreadable = f"a body over the {MAX_BODY_BYTES:,}-byte cap (refused unread)"
+        else:
+            key = self._key.get_secret_value().encode()
+            if key:
+                raw = raw.replace(key, b"***")  # an echo of the key must never reach a log
+            payload, unreadable = _decode_json(raw)
         if status != 200 or (isinstance(payload, dict) and payload.get("code") not in (0, None)):
             if status == 404 and (not lookup or not isinstance(payload, dict)):
                 # Not an answer about a task: the route itself isn't there.
@@ -250,7 +261,7 @@ class KlingClient:
                 raise _Ambiguous(error)
             raise error
         if payload is None:
-            raise _Ambiguous(MalformedResponseError(f"HTTP {status} with a body that isn't JSON"))
+            raise _Ambiguous(MalformedResponseError(f"HTTP {status} with {unreadable}"))
         try:
             envelope = Envelope.model_validate(payload)
         except ValidationError as error:
@@ -286,15 +297,73 @@ class _NotSent(Exception):
         self.cause = cause
 
 
+async def _read_body(response: aiohttp.ClientResponse) -> bytes | None:
+    """The whole body, however it arrives; None when it is larger than `MAX_BODY_BYTES`.
+
+    One `read(n)` returns only what has arrived so far, so the body is read to its end:
+    in pieces, chunked or not, with or without a Content-Length, decompressed by aiohttp
+    when it came gzipped (the cap counts the decompressed bytes).
+    """
+    declared = response.content_length
+    if declared is not None and declared > MAX_BODY_BYTES and not _encoded(response):
+        return None
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(READ_CHUNK):
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            return None
+    return bytes(body)
+
+
+def _encoded(response: aiohttp.ClientResponse) -> bool:
+    """Whether the body came compressed (its Content-Length counts the compressed bytes)."""
+    return response.headers.get("Content-Encoding", "identity").strip().lower() != "identity"
+
+
+def _decode_json(raw: bytes) -> tuple[Any, str]:
+    """The JSON value of a body, or None and what was wrong with it."""
+    try:
+        payload = json.loads(raw)
+    except RecursionError:  # json's decoder recurses once per level
+        return None, f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+    except ValueError:  # not JSON, not UTF-8, an integer too long to convert
+        return None, "a body that isn't JSON"
+    if _deeper_than(payload, MAX_JSON_DEPTH):
+        return None, f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+    return payload, ""
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists and objects nest more than `limit` levels (walked without recursion)."""
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = []
+    if isinstance(value, (dict, list)):
+        stack.append((value, 1))
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
 def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date), capped."""
-    if not value:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), capped.
+
+    Anything else (`soon`, a malformed date, a year past 9999, `nan`) means no hint.
+    """
+    if not value or not value.strip():
         return None
     try:
         seconds = float(value)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        if parsed is None:
+        try:
+            parsed = email.utils.parsedate_to_datetime(value.strip())
+            if parsed.tzinfo is None:  # "-0000": a UTC time whose zone is unknown
+                parsed = parsed.replace(tzinfo=UTC)
+            seconds = parsed.timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError, IndexError):
             return None
-        seconds = parsed.timestamp() - time.time()
+    if not math.isfinite(seconds):
+        return None
     return max(0.0, min(seconds, MAX_RETRY_AFTER))

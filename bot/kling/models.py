@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 MIN_IMAGES = 2
 MAX_IMAGES = 4
@@ -13,6 +22,7 @@ MAX_PROMPT = 500
 MAX_NEGATIVE_PROMPT = 200
 MAX_DYNAMIC_MASKS = 6
 MAX_EXTERNAL_TASK_ID = 64
+MAX_VIDEO_URL = 1900  # the link must fit in one Discord message (2,000 characters)
 
 Mode = Literal["std", "pro"]
 Duration = Literal["5", "10"]
@@ -123,18 +133,95 @@ class _Tolerant(BaseModel):
     model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
 
 
+def video_url_problem(url: str) -> str | None:
+    """Why `url` can't be a video link the bot fetches and posts, or None when it can.
+
+    Only an absolute http(s) URL with a host, without spaces or control characters, and short
+    enough to post: never `javascript:`, `file:`, a bare number or free text.
+    """
+    if len(url) > MAX_VIDEO_URL:
+        return f"a URL of {len(url):,} characters"
+    if any(char.isspace() or ord(char) < 32 or ord(char) == 127 for char in url):
+        return "a URL with spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return "a URL that can't be parsed"
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"not an http(s) URL ({parts.scheme[:20] or 'no'} scheme)"
+    if not host:
+        return "a URL without a host"
+    return None
+
+
 class Video(_Tolerant):
-    """One generated video."""
+    """One generated video: always an http(s) `url`; `duration` is finite and positive or None."""
 
     id: str = ""
     url: str
     duration: str | None = None
 
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_or_empty(cls, value: Any) -> Any:
+        """The video's id is never used: junk there doesn't cost the user the video."""
+        return value if isinstance(value, (str, int, float)) and not isinstance(value, bool) else ""
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip()
+        problem = video_url_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("duration", mode="before")
+    @classmethod
+    def _positive_seconds(cls, value: Any) -> str | None:
+        """The provider's duration in seconds; anything but a finite positive number is
+        dropped (the bot never needs it, so it doesn't cost the user the video)."""
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            return None
+        try:
+            seconds = float(value)
+        except (ValueError, OverflowError):
+            return None
+        return str(value) if math.isfinite(seconds) and seconds > 0 else None
+
 
 class TaskResult(_Tolerant):
-    """The task's output; `{}` while the task runs."""
+    """The task's output; `{}` while the task runs.
+
+    `videos` holds only videos the bot can use; `unusable_videos` says, for every listed video
+    it left out, why (the bot fills it in; a field of that name in an answer is overwritten).
+    """
 
     videos: list[Video] = Field(default_factory=list)
+    unusable_videos: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_usable_videos(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            what = f"task_result is a {type(data).__name__}, not an object"
+            return {"videos": [], "unusable_videos": [what]}
+        data = dict(data)
+        listed = data.get("videos")
+        usable: list[Video] = []
+        unusable: list[str] = []
+        if isinstance(listed, list):
+            for item in listed:
+                try:
+                    usable.append(Video.model_validate(item))
+                except ValidationError as error:
+                    unusable.append(_first_problem(error))
+        elif listed is not None:
+            unusable.append(f"videos is a {type(listed).__name__}, not a list")
+        data["videos"] = usable
+        data["unusable_videos"] = unusable
+        return data
 
 
 class TaskInfo(_Tolerant):
@@ -180,8 +267,15 @@ class KlingTask(_Tolerant):
 
     @property
     def video(self) -> Video | None:
-        """The first video of a successful task."""
+        """The first usable video of a successful task."""
         return self.task_result.videos[0] if self.task_result.videos else None
+
+    def missing_video_reason(self) -> str:
+        """Why a task has no usable video, in words for a log or the task's record."""
+        unusable = self.task_result.unusable_videos
+        if not unusable:
+            return "the answer lists no video"
+        return "the answer's video is unusable: " + "; ".join(unusable[:3])
 
 
 class Envelope(_Tolerant):
@@ -191,3 +285,11 @@ class Envelope(_Tolerant):
     message: str = ""
     request_id: str | None = None
     data: KlingTask | None = None
+
+
+def _first_problem(error: ValidationError) -> str:
+    """One short line for why a listed video was left out."""
+    first = error.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(part) for part in first["loc"]) or "video"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}"

@@ -4,6 +4,11 @@ It checks what the real API documents (kling-api.md part 2): the Bearer key, the
 and its limits, unique external ids; it answers in the documented envelopes; tasks move
 through `submitted → processing → succeed|failed` on a schedule; and scripted faults
 reproduce what goes wrong in production.
+
+Its answers arrive the way real networks deliver them (`Roughness`, on by default, seeded):
+in random pieces a few milliseconds apart, with a Content-Length or chunked, sometimes
+gzipped (when the client accepts it), with odd but legal headers. `rough=None` sends every
+answer in one piece, for a test whose timing must not move.
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import gzip
 import itertools
 import json
+import random
 import time
 import uuid
 from collections.abc import Callable
@@ -67,6 +74,86 @@ class Fault:
 
 
 @dataclass
+class Roughness:
+    """How roughly the fake delivers its answers; every choice comes from `seed`."""
+
+    seed: int = 0
+    max_pieces: int = 6  # a body goes out in 1 to this many writes
+    max_delay: float = 0.003  # seconds between two writes, at most
+    chunked: float = 0.4  # share of answers sent with chunked transfer-encoding
+    gzip: float = 0.3  # share gzipped (only when the request accepts gzip)
+    odd_headers: float = 0.5  # share with unusual but legal headers
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def pieces(self, body: bytes) -> list[bytes]:
+        """The body cut at random places into up to `max_pieces` writes."""
+        count = self.rng.randint(1, self.max_pieces)
+        cuts = sorted(self.rng.randint(0, len(body)) for _ in range(count - 1))
+        edges = [0, *cuts, len(body)]
+        return [body[a:b] for a, b in itertools.pairwise(edges) if b > a] or [body]
+
+    def headers(self, status: int) -> dict[str, str]:
+        """A few odd but legal headers (none that changes what the answer means)."""
+        if self.rng.random() >= self.odd_headers:
+            return {}
+        choices = {
+            "Cache-Control": "no-cache, no-store, must-revalidate, max-age=0",
+            "Vary": "Accept-Encoding, Origin, Access-Control-Request-Method",
+            "X-Request-Id": uuid.uuid4().hex,
+            "x-kling-TRACE": " spaced-value\t",
+            "Server": "gateway/1.0 (+proxy; comment)",
+            "Set-Cookie": "acw_tc=0a1b2c; path=/; HttpOnly; Max-Age=1800",
+            "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
+            "X-Padding": "p" * self.rng.randint(100, 4000),
+            "Connection": "keep-alive",
+            "Keep-Alive": "timeout=5, max=100",
+            "Date": "Sun, 06 Nov 1994 08:49:37 GMT",
+        }
+        if 200 <= status < 300:  # a hint there means nothing; on a refusal it would
+            choices["Retry-After"] = self.rng.choice(["0", "120", "Wed, 21 Oct 2015 07:28:00 GMT"])
+        names = self.rng.sample(sorted(choices), self.rng.randint(1, 4))
+        return {name: choices[name] for name in names}
+
+
+async def send_roughly(
+    request: web.Request, answer: web.Response, rough: Roughness
+) -> web.StreamResponse:
+    """Send `answer` as `rough` says: in pieces, maybe chunked, maybe gzipped, odd headers."""
+    rng = rough.rng
+    body = answer.body or b""
+    assert isinstance(body, bytes), "the fake's answers carry their body as bytes"
+    out = web.StreamResponse(status=answer.status, reason=answer.reason)
+    for name, value in answer.headers.items():
+        if name.lower() not in ("content-length", "transfer-encoding"):
+            out.headers.add(name, value)
+    if rng.random() < 0.2 and "Content-Type" in out.headers:
+        content_type = out.headers["Content-Type"]
+        out.headers["Content-Type"] = content_type.replace("charset=utf-8", "charset=UTF-8")
+    out.headers.update(rough.headers(answer.status))
+    accepts = request.headers.get("Accept-Encoding", "").lower()
+    if body and "gzip" in accepts and rng.random() < rough.gzip:
+        body = gzip.compress(body, compresslevel=rng.choice([1, 6, 9]))
+        out.headers["Content-Encoding"] = "gzip"
+    if rng.random() < rough.chunked:
+        out.enable_chunked_encoding()
+    else:
+        out.content_length = len(body)
+    pieces = rough.pieces(body)
+    delays = [rng.uniform(0, rough.max_delay) for _ in pieces]
+    try:
+        await out.prepare(request)
+        for piece, delay in zip(pieces, delays, strict=True):
+            await out.write(piece)
+            await asyncio.sleep(delay)
+        await out.write_eof()
+    except ConnectionError:  # the client gave up (its time-out): nothing more to send
+        pass
+    return out
+
+
+@dataclass
 class FakeTask:
     """A task the fake holds."""
 
@@ -118,6 +205,8 @@ class FakeCometAPI:
     max_concurrent: int | None = None  # the account's task concurrency (1303 past it)
     external_lookup: bool = True  # False: querying by external_task_id finds nothing (undocumented)
     clock: Callable[[], float] = time.monotonic
+    rough: Roughness | None = field(default_factory=Roughness)  # None: every answer in one piece
+    videos: list[Any] | None = None  # what a succeeded task lists (None: its one real video)
     faults: list[Fault] = field(default_factory=list)
     tasks: dict[str, FakeTask] = field(default_factory=dict)
     requests: list[RecordedRequest] = field(default_factory=list)
@@ -139,7 +228,7 @@ class FakeCometAPI:
 
     async def start(self) -> None:
         """Listen on 127.0.0.1 on a free port."""
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._roughen])
         app.router.add_post(ROUTE, self._submit)
         app.router.add_get(ROUTE + "/{id}", self._query)
         app.router.add_get("/videos/{task_id}.mp4", self._video)
@@ -161,6 +250,15 @@ class FakeCometAPI:
     def base_url(self) -> str:
         """What COMETAPI_BASE_URL should be."""
         return f"http://127.0.0.1:{self.port}"
+
+    @web.middleware
+    async def _roughen(
+        self, request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
+        answer = await handler(request)
+        if self.rough is None or type(answer) is not web.Response or answer.prepared:
+            return answer  # type: ignore[no-any-return]
+        return await send_roughly(request, answer, self.rough)
 
     # --- what tests look at ------------------------------------------------------------
 
@@ -286,9 +384,8 @@ class FakeCometAPI:
         }
         if status == "succeed":
             url = f"{self.base_url}/videos/{task.task_id}.mp4"
-            data["task_result"] = {
-                "videos": [{"id": f"v{task.task_id}", "url": url, "duration": "5.1"}]
-            }
+            videos = [{"id": f"v{task.task_id}", "url": url, "duration": "5.1"}]
+            data["task_result"] = {"videos": videos if self.videos is None else self.videos}
         elif status == "failed":
             data["task_status_msg"] = task.failure_message
         return web.json_response(
