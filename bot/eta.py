@@ -50,6 +50,7 @@ class RunningEstimate:
 
     elapsed: float  # seconds since the submit
     remaining: float | None  # the median of what is left; None once it is late
+    total: float | None  # elapsed + remaining: when it is likely done, in seconds since the submit
     progress: float | None  # elapsed / (elapsed + remaining), in [0, 1); None once late
     late: bool  # past the usual time of its kind
     usual: float  # seconds by which 90 % of tasks of this kind are done
@@ -74,13 +75,13 @@ def estimate_running(model: GenerationTimeModel, kind: TaskKind, elapsed: float)
     elapsed = max(0.0, elapsed)
     usual = distribution.quantile(USUAL_QUANTILE)
     late = elapsed > usual
-    remaining = progress = None
+    remaining = total = progress = None
     if not late:
-        remaining = distribution.quantile(0.5, given_elapsed=elapsed) - elapsed
-        total = elapsed + remaining
+        total = distribution.quantile(0.5, given_elapsed=elapsed)
+        remaining = total - elapsed
         progress = elapsed / total if total > 0 else 0.0
     return RunningEstimate(
-        elapsed, remaining, progress, late, usual, _basis(distribution), distribution.history
+        elapsed, remaining, total, progress, late, usual, _basis(distribution), distribution.history
     )
 
 
@@ -174,22 +175,35 @@ def basis_text(locale: str | None, basis: EstimateBasis, history: int = 0) -> st
     return text(locale, f"eta.basis_{basis.value}")
 
 
-def running_text(locale: str | None, estimate: RunningEstimate) -> str:
+def running_text(locale: str | None, estimate: RunningEstimate, *, when: str | None = None) -> str:
     """The status message's estimate: a bar and the time left, or "taking longer than usual";
-    then, on its own line, what the estimate rests on."""
+    then, on its own line, what the estimate rests on.
+
+    `when`, if given, is the likely finish already rendered as a live relative time by the
+    caller (Discord's timestamp markup, `RunningEstimate.total` after the submit): then the
+    words stay true between edits of the message.
+    """
     if estimate.late or estimate.remaining is None or estimate.progress is None:
         line = text(locale, "eta.late", minutes=minutes(estimate.usual))
-    elif estimate.remaining < UNDER_A_MINUTE:
-        line = f"{progress_bar(estimate.progress)} {text(locale, 'eta.left_under_minute')}"
     else:
-        left = text(locale, "eta.left", minutes=minutes(estimate.remaining))
-        line = f"{progress_bar(estimate.progress)} {left}"
+        if when is not None:
+            words = text(locale, "eta.ready_at", when=when)
+        elif estimate.remaining < UNDER_A_MINUTE:
+            words = text(locale, "eta.left_under_minute")
+        else:
+            words = text(locale, "eta.left", minutes=minutes(estimate.remaining))
+        line = f"{progress_bar(estimate.progress)} {words}"
     return f"{line}\n{basis_text(locale, estimate.basis, estimate.history)}"
 
 
-def queued_text(locale: str | None, estimate: QueueEstimate) -> str:
-    """The estimate for a waiting task: when it likely starts, then what that rests on."""
-    if estimate.starts_in < UNDER_A_MINUTE:
+def queued_text(locale: str | None, estimate: QueueEstimate, *, when: str | None = None) -> str:
+    """The estimate for a waiting task: when it likely starts, then what that rests on.
+
+    `when`, if given, is the likely start rendered as a live relative time by the caller.
+    """
+    if when is not None and estimate.starts_in >= UNDER_A_MINUTE:
+        line = text(locale, "eta.queued_at", when=when)
+    elif estimate.starts_in < UNDER_A_MINUTE:
         line = text(locale, "eta.queued_under_minute")
     else:
         line = text(locale, "eta.queued", minutes=minutes(estimate.starts_in))

@@ -31,11 +31,13 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bot.timing import GenerationTime, GenerationTimeModel, TaskKind
+from bot.timing import GenerationTime, GenerationTimeModel, Observation, TaskKind
 
 _STEP = 0.25  # integrate the poll rate in steps of a quarter of the local gap
 _BUDGET_REFRESH = 1.0  # seconds a computed budget share stays valid
 _LAMBDA_CEILING = 1e9
+#: Tasks in a row found done by a safety poll before their callback: then callbacks are lost.
+CALLBACK_MISSES = 3
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class PollPolicy:
 
     min_gap: float = 2.0
     max_gap: float = 60.0  # POLL_MAX_INTERVAL_SECONDS
-    poll_cost: float = 0.6  # λ: seconds of waiting one query is worth
+    poll_cost: float = 0.8  # λ: seconds of waiting one query is worth
     late_quantile: float = 0.95
     queries_per_second: float | None = None  # API_MAX_QUERIES_PER_SECOND
     rate_headroom: float = 1.25  # keep polls this far under the rate, so a backlog drains
@@ -78,6 +80,7 @@ class PollPolicy:
 class _Tracked:
     kind: TaskKind
     submitted_at: float
+    running_at: float | None = None  # the last answer that said "still running"
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,8 @@ class PollPlanner:
     """Decides each tracked task's next poll; see the module docstring.
 
     The engine calls `track` when a task reaches the provider (or is resumed), `next_poll`
-    after every answer, and `forget` when the task ends.
+    after every answer that says it still runs, `finished` when it succeeded (which also
+    feeds the model), and `forget` when it ends otherwise.
     """
 
     def __init__(
@@ -109,6 +113,17 @@ class PollPlanner:
         self._share: _Share | None = None
         self._share_at = -math.inf
         self._late: dict[GenerationTime, float] = {}
+        self._callbacks_missed = 0
+
+    @property
+    def callbacks_trusted(self) -> bool:
+        """Whether polls are only the safety net: callbacks are configured and arrive.
+
+        After `CALLBACK_MISSES` tasks in a row that a safety poll found done before their
+        callback came, callbacks are taken to be lost (a wrong public URL, a firewall) and
+        tasks are polled as without them, until a callback arrives again.
+        """
+        return self.policy.callbacks and self._callbacks_missed < CALLBACK_MISSES
 
     # --- the tasks --------------------------------------------------------------------------
 
@@ -117,10 +132,45 @@ class PollPlanner:
         self._tasks[task_id] = _Tracked(kind, submitted_at)
         self._share = None
 
+    def finished(
+        self, task_id: int, noticed_at: float, *, callback_at: float | None = None
+    ) -> Observation | None:
+        """A tracked task succeeded: learn its generation time, then stop planning for it.
+
+        `noticed_at` is when the answer said it was done; `callback_at` when its callback
+        arrived, if one did (the finish is then known to the second). Without a callback the
+        finish lies between the last "still running" answer and `noticed_at`: the midpoint is
+        learned, unless that span is wider than the midpoint itself (a restart, a lost callback
+        found by a late safety poll), which would teach the model the poll schedule instead.
+        """
+        tracked = self._tasks.get(task_id)
+        self.forget(task_id)
+        if tracked is None:
+            return None
+        if self.policy.callbacks:
+            self._callbacks_missed = 0 if callback_at is not None else self._callbacks_missed + 1
+        if callback_at is not None:
+            finished_at = min(callback_at, noticed_at)
+        else:
+            running_at = (
+                tracked.running_at if tracked.running_at is not None else tracked.submitted_at
+            )
+            finished_at = 0.5 * (running_at + noticed_at)
+            if noticed_at - running_at > finished_at - tracked.submitted_at:
+                return None
+        observation = Observation.from_times(tracked.kind, tracked.submitted_at, finished_at)
+        if observation is not None:
+            self.model.observe(observation)
+        return observation
+
     def forget(self, task_id: int) -> None:
-        """Stop planning for a task (it ended, or left the provider)."""
+        """Stop planning for a task (it failed, timed out or went back to the queue)."""
         if self._tasks.pop(task_id, None) is not None:
             self._share = None
+
+    def tracked(self, now: float) -> list[tuple[TaskKind, float]]:
+        """The kind and elapsed seconds of every tracked task (for the queue estimate)."""
+        return [(t.kind, max(0.0, now - t.submitted_at)) for t in self._tasks.values()]
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -136,10 +186,12 @@ class PollPlanner:
         policy = self.policy
         if tracked is None:  # not tracked: behave like a task of the default kind just sent
             tracked = _Tracked(TaskKind(), now)
+        tracked.running_at = now
+        callbacks = self.callbacks_trusted
         elapsed = max(0.0, now - tracked.submitted_at)
         distribution = self.model.distribution(tracked.kind)
         share = self._budget_share(now)
-        if policy.callbacks:
+        if callbacks:
             gap = self._safety_gap(distribution, elapsed)
             if share.min_rate < 1.0 / policy.max_gap:  # over budget: an equal share at most
                 gap = max(gap, 1.0 / share.min_rate)
@@ -147,7 +199,7 @@ class PollPlanner:
             gap = self._gap(distribution, elapsed, share.poll_cost, share.min_rate)
         if policy.jitter:
             gap *= self._uniform(1.0 - policy.jitter, 1.0 + policy.jitter)
-        longest = policy.callback_max_gap if policy.callbacks else policy.max_gap
+        longest = policy.callback_max_gap if callbacks else policy.max_gap
         longest = max(longest, 1.0 / share.min_rate)
         return min(max(gap, policy.min_gap), longest)
 
@@ -166,7 +218,7 @@ class PollPlanner:
         times: list[float] = []
         elapsed = 0.0
         while True:
-            if self.policy.callbacks:
+            if self.callbacks_trusted:
                 gap = self._safety_gap(distribution, elapsed)
             else:
                 gap = self._gap(
@@ -238,7 +290,7 @@ class PollPlanner:
         if count / policy.max_gap >= budget:  # even the slowest allowed rate is too much
             self._share = _Share(_LAMBDA_CEILING, budget / count)
             return self._share
-        if policy.callbacks:  # safety polls are few; only the equal-share floor matters
+        if self.callbacks_trusted:  # safety polls are few; only the equal-share floor matters
             self._share = unlimited
             return self._share
         # Each task wants sqrt(a / λ) polls per second, clipped to [lowest, highest].

@@ -88,6 +88,20 @@ def test_past_the_usual_time_it_says_longer_than_usual_without_a_bar() -> None:
     assert not estimate_running(model, STD5, usual - 1.0).late
 
 
+def test_a_live_time_from_the_caller_replaces_the_minutes() -> None:
+    model = model_with(STD5, 120.0)
+    estimate = estimate_running(model, STD5, 30.0)
+    assert estimate.total is not None and estimate.remaining is not None
+    assert estimate.total == pytest.approx(30.0 + estimate.remaining)
+    words = running_text("en", estimate, when="<t:1700000090:R>")
+    assert "Likely ready <t:1700000090:R>" in words and "min left" not in words
+    assert "Waarschijnlijk klaar <t:1" in running_text("nl", estimate, when="<t:1:R>")
+    late = estimate_running(model, STD5, 10_000.0)
+    assert "Taking longer than usual" in running_text("en", late, when="<t:1:R>")
+    queued = estimate_queued(model, STD5, ahead=[STD5] * 3, running=[(STD5, 0.0)], slots=1)
+    assert queued_text("en", queued, when="<t:2:R>").startswith("Likely to start <t:2:R>")
+
+
 def test_the_last_minute_is_said_as_such() -> None:
     model = model_with(STD5, 120.0)
     estimate = estimate_running(model, STD5, 100.0)

@@ -180,6 +180,7 @@ def test_forgetting_tasks_frees_their_share() -> None:
     for task_id in range(1, 1000):
         planner.forget(task_id)
     assert len(planner) == 1 and 0 in planner
+    assert planner.tracked(5000.0) == [(STD5, pytest.approx(0.0))]
     assert planner.next_poll(0, 5000.0) < crowded
 
 
@@ -206,3 +207,54 @@ def test_with_callbacks_and_no_history_the_safety_poll_is_bounded() -> None:
     planner = PollPlanner(GenerationTimeModel(), policy)
     planner.track(1, PRO10, 0.0)
     assert policy.max_gap <= planner.next_poll(1, 0.0) <= 300.0
+
+
+# --- learning from finished tasks ---
+
+
+def test_a_finish_found_by_a_poll_is_learned_at_the_middle_of_the_last_gap() -> None:
+    model = GenerationTimeModel()
+    planner = PollPlanner(model, NO_JITTER)
+    planner.track(1, STD5, submitted_at=1000.0)
+    planner.next_poll(1, 1000.0 + 56.0)  # still running at 56 s
+    observation = planner.finished(1, noticed_at=1000.0 + 60.0)
+    assert observation is not None and observation.seconds == pytest.approx(58.0)
+    assert model.count(STD5) == 1 and 1 not in planner
+
+
+def test_a_finish_told_by_a_callback_is_learned_at_the_callback() -> None:
+    model = GenerationTimeModel()
+    planner = PollPlanner(model, PollPolicy(callbacks=True, jitter=0.0))
+    planner.track(1, STD5, submitted_at=0.0)
+    planner.next_poll(1, 0.0)
+    observation = planner.finished(1, noticed_at=71.3, callback_at=71.0)
+    assert observation is not None and observation.seconds == pytest.approx(71.0)
+
+
+def test_a_vague_finish_teaches_nothing() -> None:
+    """Found done long after the last look (a restart, a lost callback): the poll schedule, not
+    the generation, decided that time, so learning it would feed the schedule back to itself."""
+    model = GenerationTimeModel()
+    planner = PollPlanner(model, NO_JITTER)
+    planner.track(1, STD5, submitted_at=0.0)
+    planner.next_poll(1, 0.0)  # the submit's answer: the last time it was seen running
+    assert planner.finished(1, noticed_at=180.0) is None
+    assert model.count() == 0
+    planner.forget(2)  # forgetting what isn't tracked is harmless
+    assert planner.finished(2, noticed_at=10.0) is None
+
+
+def test_lost_callbacks_are_noticed_and_tasks_are_polled_as_without_them() -> None:
+    model = model_with(STD5, 60.0)
+    planner = PollPlanner(model, PollPolicy(callbacks=True, jitter=0.0))
+    safety = planner.schedule(STD5, until=600.0)[0]
+    for task_id in range(3):  # three tasks in a row found done by the safety poll
+        assert planner.callbacks_trusted
+        planner.track(task_id, STD5, submitted_at=0.0)
+        planner.next_poll(task_id, 0.0)
+        planner.finished(task_id, noticed_at=safety)
+    assert not planner.callbacks_trusted
+    assert planner.schedule(STD5, until=600.0)[0] < safety  # polling as without callbacks
+    planner.track(9, STD5, submitted_at=0.0)
+    planner.finished(9, noticed_at=61.0, callback_at=60.5)  # a callback came again
+    assert planner.callbacks_trusted
