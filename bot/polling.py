@@ -203,14 +203,6 @@ class PollPlanner:
         longest = max(longest, 1.0 / share.min_rate)
         return min(max(gap, policy.min_gap), longest)
 
-    def rate(
-        self, distribution: GenerationTime, elapsed: float, poll_cost: float | None = None
-    ) -> float:
-        """The wanted poll rate (polls per second) of a task of this distribution at `elapsed`."""
-        policy = self.policy
-        cost = policy.poll_cost if poll_cost is None else poll_cost
-        return self._rate(distribution, elapsed, cost, 1.0 / policy.max_gap)
-
     def schedule(self, kind: TaskKind, until: float) -> list[float]:
         """The poll times (seconds since the submit, no jitter, no budget) a task of `kind`
         would get up to `until`: for tests, the benchmark and explanations."""

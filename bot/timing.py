@@ -226,10 +226,14 @@ class GenerationTimeModel:
 
     @classmethod
     def from_observations(
-        cls, observations: Iterable[Observation | None], **options: float
+        cls,
+        observations: Iterable[Observation | None],
+        *,
+        half_life: float = HALF_LIFE,
+        max_history: int = MAX_HISTORY,
     ) -> GenerationTimeModel:
         """A model fed with `observations`, oldest first (None entries are skipped)."""
-        model = cls(**options)  # type: ignore[arg-type]
+        model = cls(half_life=half_life, max_history=max_history)
         for observation in observations:
             if observation is not None:
                 model.observe(observation)
