@@ -15,9 +15,9 @@ What is simulated, in virtual seconds (no sockets, no sleeping):
   every gap gets ±10 % jitter and is at least the rate floor (active tasks / rate × 1.25);
 - **the new schedule** is driven through exactly the calls the engine will make:
   `PollPlanner.track(task_id, kind, submitted_at)` when the task reaches the provider,
-  `next_poll(task_id, now)` after every answer, `forget(task_id)` at the end, and
-  `GenerationTimeModel.observe(Observation.from_times(kind, submitted_at, noticed_at))` for every
-  finished task — so the model learns from the times the bot *noticed*, as it will in the store.
+  `next_poll(task_id, now)` after every "still running" answer, and
+  `finished(task_id, noticed_at, callback_at=...)` when it is done, which feeds the model what
+  the bot can know: the callback's time, or the middle of the last gap between polls;
 
 The mix of generation times (stated, not measured: Kling publishes no figures): kling-v1-6,
 std 5 s median 70 s (half the tasks), std 10 s 110 s (20 %), pro 5 s 120 s (20 %), pro 10 s
