@@ -17,7 +17,7 @@ What is simulated, in virtual seconds (no sockets, no sleeping):
   `PollPlanner.track(task_id, kind, submitted_at)` when the task reaches the provider,
   `next_poll(task_id, now)` after every "still running" answer, and
   `finished(task_id, noticed_at, callback_at=...)` when it is done, which feeds the model what
-  the bot can know: the callback's time, or the middle of the last gap between polls;
+  the bot can know: the callback's time, or the middle of the last gap between polls.
 
 The mix of generation times (stated, not measured: Kling publishes no figures): kling-v1-6,
 std 5 s median 70 s (half the tasks), std 10 s 110 s (20 %), pro 5 s 120 s (20 %), pro 10 s
