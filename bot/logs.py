@@ -60,7 +60,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def setup_logging(level: str = "INFO", log_format: str = "text", stream: IO[str] | None = None) -> None:
+def setup_logging(
+    level: str = "INFO", log_format: str = "text", stream: IO[str] | None = None
+) -> None:
     """Send every log line to `stream` (stderr) in the chosen format; replaces other handlers."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     if log_format == "json":

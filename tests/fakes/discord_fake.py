@@ -61,6 +61,9 @@ INTENT_GUILD_MESSAGES = 1 << 9
 INTENT_DIRECT_MESSAGES = 1 << 12
 INTENT_MESSAGE_CONTENT = 1 << 15
 PRIVILEGED_INTENTS = INTENT_GUILD_MEMBERS | INTENT_GUILD_PRESENCES | INTENT_MESSAGE_CONTENT
+#: Routes whose answers the fake checks against the description's response schema too: who the
+#: bot is and its application (what `python -m bot check` reads).
+RESPONSES_CHECKED = {("GET", "/users/@me"), ("GET", "/oauth2/applications/@me")}
 
 # Channel types, interaction types, callback types, message flags.
 CH_GUILD_TEXT, CH_DM, CH_PUBLIC_THREAD, CH_PRIVATE_THREAD = 0, 1, 11, 12
@@ -247,7 +250,7 @@ class _Session:
 
 
 class _OpenAPI:
-    """Request-body validators built from Discord's OpenAPI description."""
+    """Request-body (and some response-body) validators from Discord's OpenAPI description."""
 
     def __init__(self, spec_path: Path) -> None:
         spec = json.loads(spec_path.read_text(encoding="utf-8"))
@@ -276,6 +279,29 @@ class _OpenAPI:
             if regex.match(path):
                 return template
         return None
+
+    def has_operation(self, method: str, template: str) -> bool:
+        """Whether the description documents this method on this path template."""
+        return method.lower() in self.spec["paths"].get(template, {})
+
+    def response_validator(self, method: str, template: str, status: int) -> Draft202012Validator:
+        """A validator for the JSON body the description documents for this answer."""
+        pointer = "/".join(
+            p.replace("~", "~0").replace("/", "~1")
+            for p in (
+                "paths",
+                template,
+                method.lower(),
+                "responses",
+                str(status),
+                "content",
+                "application/json",
+                "schema",
+            )
+        )
+        return Draft202012Validator(
+            {"$ref": f"urn:discord-openapi#/{pointer}"}, registry=self.registry
+        )
 
     def validator(self, method: str, template: str) -> Draft202012Validator | None:
         key = (method.lower(), template)
@@ -760,6 +786,7 @@ class FakeDiscord:
             "avatar": None,
             "public_flags": 0,
             "flags": 0,
+            "primary_guild": None,
         }
         if bot:
             user["bot"] = True
@@ -937,6 +964,12 @@ class FakeDiscord:
         r("POST", "/users/@me/channels", self._create_dm)
 
     def _add(self, method: str, template: str, handler: Handler) -> None:
+        sample = re.sub(r"\{\w+\}", "1", template)
+        documented = self._openapi.match(sample)
+        if template != "/gateway" and (
+            documented is None or not self._openapi.has_operation(method, documented)
+        ):
+            raise AssertionError(f"{method} {template} is not in Discord's OpenAPI description")
         regex = re.compile(
             "^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template)) + "$"
         )
@@ -1014,7 +1047,21 @@ class FakeDiscord:
                 body = b"" if fault.body is None else json.dumps(fault.body).encode()
                 return web.Response(body=body, status=fault.status, headers=headers)
         self._validate_schema(rec)
-        return await handler(request, rec, params)
+        response = await handler(request, rec, params)
+        if response.status == 200 and (rec.method, rec.path) in RESPONSES_CHECKED:
+            self._check_own_response(rec, response)
+        return response
+
+    def _check_own_response(self, rec: RecordedRequest, response: web.Response) -> None:
+        """The fake's own answer must match what the description documents (a fake bug else)."""
+        template = self._openapi.match(rec.path)
+        assert template is not None and isinstance(response.body, bytes)
+        validator = self._openapi.response_validator(rec.method, template, response.status)
+        errors = _schema_errors(validator.iter_errors(json.loads(response.body)))
+        if errors:
+            self._violation(
+                "fake_response", rec, "the fake's answer breaks the description", errors
+            )
 
     async def _read_body(self, request: web.Request, rec: RecordedRequest) -> None:
         if not request.body_exists:
@@ -1762,6 +1809,14 @@ class FakeDiscord:
                 "redirect_uris": [],
                 "install_params": {"scopes": ["bot", "applications.commands"], "permissions": "0"},
                 "integration_types_config": {"0": {}},
+                "flags_new": "0",
+                "role_connections_verification_url": None,
+                "approximate_guild_count": len(self.guilds),
+                "approximate_user_install_count": 0,
+                "approximate_user_authorization_count": 0,
+                "explicit_content_filter": 0,
+                "team": None,
+                "eligible_oauth2_scopes": ["bot", "applications.commands"],
             }
         )
 
