@@ -800,24 +800,34 @@ class TaskEngine:
             partial.unlink(missing_ok=True)
 
     async def _sweep_retention(self) -> None:
-        """Remove videos and inputs of tasks that ended longer ago than the retention, then
-        the rows of finished tasks older than the retention and `ROW_RETENTION_FLOOR_SECONDS`.
+        """Remove the videos and inputs of tasks that ended longer ago than the retention,
+        then the rows of finished tasks unchanged for the retention and at least
+        `ROW_RETENTION_FLOOR_SECONDS` (0 keeps everything).
 
-        Files go first, so a row is never removed while its files stay behind (the row cut-off
-        is never more recent than the files' one). 0 keeps everything.
+        Removing a task's files changes its row, so a row goes that long after its files, and
+        never before them (the store's clock for both is the row's last change).
         """
         if self.config.retention_seconds <= 0:
             return
         cutoff = self._clock() - self.config.retention_seconds
         for task in await self.store.expired_inputs(cutoff):
-            await self.media.remove(task.input_dir)
-            if task.video_path:
-                await self.media.remove(task.video_path)
+            for path in (task.input_dir, task.video_path):
+                if path and self._in_media_dir(path):
+                    await self.media.remove(path)
             await self.store.update(task.id, inputs_removed_at=self._clock())
         keep_rows = max(self.config.retention_seconds, ROW_RETENTION_FLOOR_SECONDS)
         removed = await self.store.delete_older_than(self._clock() - keep_rows)
         if removed:
-            log.info("Removed %d finished task(s) older than %.0f days", removed, keep_rows / 86400)
+            log.info(
+                "Removed %d finished task(s) unchanged for %.0f days", removed, keep_rows / 86400
+            )
+
+    def _in_media_dir(self, path: str) -> bool:
+        """Whether a stored path lies inside MEDIA_DIR: the sweep removes nothing else (an
+        empty `input_dir` is the current folder, which holds the database)."""
+        root = self.media.root.resolve()
+        target = Path(path).resolve()
+        return target != root and target.is_relative_to(root)
 
     async def _tell(self, call: Awaitable[None]) -> None:
         """Tell the notifier; its failure never stops the engine."""
