@@ -287,6 +287,12 @@ def run_bot(settings: Settings, *, force_sync: bool = False, sync_only: bool = F
     except discord.LoginFailure:
         print("Discord refused DISCORD_TOKEN: check the bot token in .env.", file=sys.stderr)
         return 1
+    except aiohttp.ClientConnectorDNSError as error:
+        print(
+            f"Can't resolve the host {error.host}: check the network and the DNS settings.",
+            file=sys.stderr,
+        )
+        return 1
     except aiohttp.ClientError as error:
         print(f"Can't reach Discord ({error}). Check the network.", file=sys.stderr)
         return 1

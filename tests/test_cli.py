@@ -227,3 +227,12 @@ async def test_health_passes_on_a_fresh_heartbeat_and_fails_on_a_stale_or_missin
     assert code == 1 and "stopped making progress" in err
     code, _, _ = await run_cli("health", "--max-age", "900", cwd=tmp_path, env=env)
     assert code == 0
+
+
+async def test_the_bot_says_discord_cant_be_resolved(fakes: Fakes) -> None:
+    code, out, err = await run_cli(
+        cwd=fakes.tmp, env=fakes.env(), discord="http://discord.example.invalid"
+    )
+    assert code == 1, out + err
+    assert "Can't resolve the host discord.example.invalid" in err
+    assert "Traceback" not in out + err
