@@ -72,6 +72,10 @@ CB_MESSAGE, CB_DEFERRED_MESSAGE, CB_DEFERRED_UPDATE, CB_UPDATE_MESSAGE = 4, 5, 6
 CB_MODAL = 9
 FLAG_HAS_THREAD, FLAG_EPHEMERAL, FLAG_LOADING = 1 << 5, 1 << 6, 1 << 7
 
+PERM_VIEW_CHANNEL, PERM_SEND_MESSAGES, PERM_ATTACH_FILES = 1 << 10, 1 << 11, 1 << 15
+PERM_READ_MESSAGE_HISTORY, PERM_CREATE_PUBLIC_THREADS = 1 << 16, 1 << 35
+PERM_SEND_MESSAGES_IN_THREADS = 1 << 38
+
 # Every permission bit up to SEND_VOICE_MESSAGES except ADMINISTRATOR; the bot's default role.
 DEFAULT_BOT_PERMISSIONS = ((1 << 47) - 1) & ~(1 << 3)
 DEFAULT_EVERYONE_PERMISSIONS = (
@@ -388,6 +392,9 @@ class FakeDiscord:
       (3.0); later → 404 ``10062 Unknown interaction``.
     * ``token_ttl`` – lifetime of interaction tokens (15 min); later → 401 ``50027``.
     * ``upload_limit`` – max bytes per uploaded file (10 MiB, an unboosted guild); over → 413.
+    * ``bot_permissions`` – the bot role's permission bits (all but ADMINISTRATOR). Posting,
+      uploading, opening a thread and reading history need theirs (and View Channel);
+      without, Discord's 403 (50013 Missing Permissions, 50001 Missing Access).
     * ``privileged_intents_enabled`` – privileged intent bits the application is allowed (0:
       none, as for a fresh bot); identifying with others closes the gateway with 4014.
     * ``heartbeat_interval_ms`` – sent in HELLO (41250, Discord's value).
@@ -419,6 +426,7 @@ class FakeDiscord:
         self.privileged_intents_enabled = privileged_intents_enabled
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.resume_supported = resume_supported
+        self.bot_permissions = bot_permissions
         self._openapi = _load_openapi(spec_path or DEFAULT_SPEC_PATH)
         self._counter = itertools.count()
 
@@ -1276,6 +1284,21 @@ class FakeDiscord:
     def _permission(self, rec: RecordedRequest, channel_id: str, what: str) -> None:
         channel = self.channels.get(channel_id, {})
         parent = str(channel.get("parent_id") or "")
+        if channel.get("type") != CH_DM:
+            # What the bot's role allows (Discord answers 50001 when the bot can't even see the
+            # channel, 50013 when it may see it but not do this).
+            granted = self._app_permissions(parent or channel_id)
+            thread = channel.get("type") in (CH_PUBLIC_THREAD, CH_PRIVATE_THREAD)
+            if not granted & PERM_VIEW_CHANNEL:
+                self._refuse(rec, "forbidden", 403, 50001, "Missing Access")
+            needed = {
+                "send": PERM_SEND_MESSAGES_IN_THREADS if thread else PERM_SEND_MESSAGES,
+                "threads": PERM_CREATE_PUBLIC_THREADS,
+                "history": PERM_READ_MESSAGE_HISTORY,
+                "attach": PERM_ATTACH_FILES,
+            }[what]
+            if not granted & needed:
+                self._refuse(rec, "forbidden", 403, 50013, "Missing Permissions")
         if what in self._denied.get(channel_id, set()) or (
             what == "send"
             and channel.get("type") in (CH_PUBLIC_THREAD, CH_PRIVATE_THREAD)
@@ -1289,7 +1312,7 @@ class FakeDiscord:
 
     def _app_permissions(self, channel_id: str) -> int:
         """The bot's permissions in a channel, as Discord reports them in an interaction."""
-        permissions = DEFAULT_BOT_PERMISSIONS
+        permissions = self.bot_permissions
         denied = self._denied.get(str(channel_id), set())
         if "threads" in denied:
             permissions &= ~((1 << 35) | (1 << 36))  # CREATE_PUBLIC/PRIVATE_THREADS
@@ -2078,6 +2101,7 @@ class FakeDiscord:
         self, req: web.Request, rec: RecordedRequest, p: dict[str, str]
     ) -> web.Response:
         self._channel(rec, p["cid"])
+        self._permission(rec, p["cid"], "history")
         try:
             limit = int(rec.query.get("limit", "50"))
         except ValueError:
@@ -2102,6 +2126,8 @@ class FakeDiscord:
         cid = p["cid"]
         self._channel(rec, cid)
         self._permission(rec, cid, "send")
+        if rec.files:
+            self._permission(rec, cid, "attach")
         body = rec.json or {}
         self._check_message_body(rec, body, creating=True)
         self._check_files(rec, self.upload_limit)
