@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 run: $(STAMP)
 	$(PY) -m bot
 
-## Check the settings and reach the API with the key
+## Check everything the bot needs (Discord and the token, the API and the key, the database) and print the invite link
 check: $(STAMP)
 	$(PY) -m bot check
 
