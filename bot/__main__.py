@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
     except SettingsError as error:
         print(error, file=sys.stderr)
-        return EXIT_SETTINGS
+        # Docker reserves a health check's exit code 2: there, any problem is "unhealthy" (1).
+        return EXIT_PROBLEM if args.command == "health" else EXIT_SETTINGS
     if args.command == "check":
         return asyncio.run(check(settings))
     if args.command == "health":

@@ -17,7 +17,6 @@ import logging
 import pkgutil
 import signal
 import sqlite3
-import sys
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -280,33 +279,33 @@ class KlingBot(commands.Bot):
 
 
 def run_bot(settings: Settings, *, force_sync: bool = False, sync_only: bool = False) -> int:
-    """Run the bot until SIGTERM/SIGINT (or, with `sync_only`, until the commands are synced)."""
+    """Run the bot until SIGTERM/SIGINT (or, with `sync_only`, until the commands are synced).
+
+    A problem that stops the bot is one log line (so `LOG_FORMAT=json` stays JSON) and exit 1.
+    """
     setup_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(_serve(settings, force_sync=force_sync, sync_only=sync_only))
     except discord.LoginFailure:
-        print("Discord refused DISCORD_TOKEN: check the bot token in .env.", file=sys.stderr)
-        return 1
+        log.critical("Discord refused DISCORD_TOKEN: check the bot token in .env.")
     except aiohttp.ClientConnectorDNSError as error:
-        print(
-            f"Can't resolve the host {error.host}: check the network and the DNS settings.",
-            file=sys.stderr,
+        log.critical(
+            "Can't resolve the host %s: check the network and the DNS settings.", error.host
         )
-        return 1
     except aiohttp.ClientError as error:
-        print(f"Can't reach Discord ({error}). Check the network.", file=sys.stderr)
-        return 1
+        log.critical("Can't reach Discord (%s). Check the network.", error)
     except (StoreError, sqlite3.Error, OSError) as error:
-        print(
-            f"The database at {settings.database_url} can't be opened: {error}. "
+        log.critical(
+            "The database at %s can't be opened: %s. "
             "Check DATABASE_URL and that its folder is writable.",
-            file=sys.stderr,
+            settings.database_url,
+            error,
         )
-        return 1
     except discord.PrivilegedIntentsRequired:  # pragma: no cover - the bot asks for none
-        print("Discord refused the intents the bot asked for.", file=sys.stderr)
-        return 1
-    return 0
+        log.critical("Discord refused the intents the bot asked for.")
+    else:
+        return 0
+    return 1
 
 
 async def _serve(settings: Settings, *, force_sync: bool, sync_only: bool) -> None:

@@ -227,6 +227,9 @@ async def test_health_passes_on_a_fresh_heartbeat_and_fails_on_a_stale_or_missin
     assert code == 1 and "stopped making progress" in err
     code, _, _ = await run_cli("health", "--max-age", "900", cwd=tmp_path, env=env)
     assert code == 0
+    # Docker reserves exit code 2 for health checks: a settings problem is plain "unhealthy".
+    code, _, err = await run_cli("health", cwd=tmp_path, env=clean_env(COMETAPI_KEY="k"))
+    assert code == 1 and "DISCORD_TOKEN" in err
 
 
 async def test_the_bot_says_discord_cant_be_resolved(fakes: Fakes) -> None:
