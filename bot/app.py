@@ -3,7 +3,8 @@
 `setup_hook` creates the one aiohttp session, opens the store, loads every extension in
 `cogs/`, starts the engine and syncs the slash commands only when they changed. `close`
 stops the engine and then closes the session and the store. SIGTERM and SIGINT end the bot
-cleanly.
+cleanly. `discord_identity` is the Discord half of `python -m bot check`: it asks Discord's
+REST API who the bot is (no gateway) and builds the invite link.
 """
 
 from __future__ import annotations
@@ -16,20 +17,24 @@ import logging
 import pkgutil
 import signal
 import sqlite3
-import sys
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands
+from discord.voice_client import VoiceClient
 
 import cogs
 from bot.config import Settings
 from bot.engine import EngineConfig, TaskEngine
 from bot.kling.client import KlingClient
 from bot.kling.ratelimit import RateLimiter
+from bot.logs import setup_logging
 from bot.media import MediaStore
+from bot.ops import host_resolves
 from bot.store import StoreError, TaskStore
 from bot.strings import text
 from cogs._delivery import DiscordNotifier
@@ -47,6 +52,91 @@ INTERACTION_TASK_PREFIXES = (
     "discord-ui-dynamic-item-",
     "discord-ui-modal-dispatch-",
 )
+#: Exactly the permissions the bot uses, in the channels where it is used (the README's table):
+#: the status message (view, send, embed), the thread with the result (create public threads,
+#: send in threads), the video as a file (attach), exactly-once delivery (read history).
+BOT_PERMISSIONS = discord.Permissions(
+    view_channel=True,
+    send_messages=True,
+    embed_links=True,
+    attach_files=True,
+    read_message_history=True,
+    create_public_threads=True,
+    send_messages_in_threads=True,
+)
+INVITE_SCOPES = ("bot", "applications.commands")
+#: How long `check` waits for Discord's answers.
+DISCORD_CHECK_TIMEOUT_SECONDS = 30.0
+
+
+def quiet_voice_warnings() -> None:
+    """The bot never uses voice: don't warn that voice support's packages are missing."""
+    VoiceClient.warn_nacl = False
+    VoiceClient.warn_dave = False
+
+
+def invite_link(application_id: int) -> str:
+    """The link that adds the bot to a server with its commands and `BOT_PERMISSIONS`."""
+    return discord.utils.oauth_url(
+        application_id, permissions=BOT_PERMISSIONS, scopes=INVITE_SCOPES
+    )
+
+
+class DiscordCheckError(Exception):
+    """Discord refused the token or couldn't be reached; the text is one line for the operator."""
+
+
+@dataclass(frozen=True)
+class DiscordIdentity:
+    """Who the bot is, as Discord says."""
+
+    name: str
+    user_id: int
+    application_id: int
+
+    @property
+    def invite(self) -> str:
+        """The invite link, built from the application id."""
+        return invite_link(self.application_id)
+
+
+async def discord_identity(token: str) -> DiscordIdentity:
+    """Ask Discord's REST API who the bot is (`GET /users/@me`, then the application)."""
+    host = urlsplit(discord.http.Route.BASE).hostname or "discord.com"
+    if not await host_resolves(host):
+        raise DiscordCheckError(
+            f"Can't resolve the host {host}: check the network and the DNS settings."
+        )
+    quiet_voice_warnings()
+    client = discord.Client(intents=discord.Intents.none())
+    try:
+        async with asyncio.timeout(DISCORD_CHECK_TIMEOUT_SECONDS):
+            await client.login(token)
+            app = await client.application_info()
+    except discord.LoginFailure:
+        raise DiscordCheckError(
+            "Discord refused DISCORD_TOKEN: copy the bot's token again from the developer "
+            "portal (your application → Bot → Reset Token) into .env."
+        ) from None
+    except TimeoutError:
+        raise DiscordCheckError(
+            f"Discord at {host} didn't answer within {DISCORD_CHECK_TIMEOUT_SECONDS:g} s: check the network."
+        ) from None
+    except aiohttp.ClientConnectorDNSError:
+        raise DiscordCheckError(
+            f"Can't resolve the host {host}: check the network and the DNS settings."
+        ) from None
+    except (aiohttp.ClientError, OSError) as error:
+        raise DiscordCheckError(f"Can't reach Discord at {host} ({error}).") from None
+    except discord.HTTPException as error:
+        raise DiscordCheckError(
+            f"Discord answered {error.status} to the bot's token: {error.text or error}."
+        ) from None
+    finally:
+        await client.close()
+    user = client.user
+    assert user is not None  # set by a successful login
+    return DiscordIdentity(name=str(user), user_id=user.id, application_id=app.id)
 
 
 def extension_names() -> list[str]:
@@ -71,6 +161,7 @@ class KlingBot(commands.Bot):
     def __init__(
         self, settings: Settings, *, force_sync: bool = False, sync_only: bool = False
     ) -> None:
+        quiet_voice_warnings()
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=discord.Intents.default(),
@@ -188,27 +279,33 @@ class KlingBot(commands.Bot):
 
 
 def run_bot(settings: Settings, *, force_sync: bool = False, sync_only: bool = False) -> int:
-    """Run the bot until SIGTERM/SIGINT (or, with `sync_only`, until the commands are synced)."""
-    discord.utils.setup_logging(level=logging.getLevelName(settings.log_level))
+    """Run the bot until SIGTERM/SIGINT (or, with `sync_only`, until the commands are synced).
+
+    A problem that stops the bot is one log line (so `LOG_FORMAT=json` stays JSON) and exit 1.
+    """
+    setup_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(_serve(settings, force_sync=force_sync, sync_only=sync_only))
     except discord.LoginFailure:
-        print("Discord refused DISCORD_TOKEN: check the bot token in .env.", file=sys.stderr)
-        return 1
-    except aiohttp.ClientError as error:
-        print(f"Can't reach Discord ({error}). Check the network.", file=sys.stderr)
-        return 1
-    except (StoreError, sqlite3.Error, OSError) as error:
-        print(
-            f"The database at {settings.database_url} can't be opened: {error}. "
-            "Check DATABASE_URL and that its folder is writable.",
-            file=sys.stderr,
+        log.critical("Discord refused DISCORD_TOKEN: check the bot token in .env.")
+    except aiohttp.ClientConnectorDNSError as error:
+        log.critical(
+            "Can't resolve the host %s: check the network and the DNS settings.", error.host
         )
-        return 1
+    except aiohttp.ClientError as error:
+        log.critical("Can't reach Discord (%s). Check the network.", error)
+    except (StoreError, sqlite3.Error, OSError) as error:
+        log.critical(
+            "The database at %s can't be opened: %s. "
+            "Check DATABASE_URL and that its folder is writable.",
+            settings.database_url,
+            error,
+        )
     except discord.PrivilegedIntentsRequired:  # pragma: no cover - the bot asks for none
-        print("Discord refused the intents the bot asked for.", file=sys.stderr)
-        return 1
-    return 0
+        log.critical("Discord refused the intents the bot asked for.")
+    else:
+        return 0
+    return 1
 
 
 async def _serve(settings: Settings, *, force_sync: bool, sync_only: bool) -> None:

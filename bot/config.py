@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -17,11 +18,21 @@ class ImageTransport(StrEnum):
     URL = "url"
 
 
+class LogFormat(StrEnum):
+    """How log lines are written."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+ENV_FILE = ".env"
+
+
 class Settings(BaseSettings):
     """The bot's settings; names are the environment variables, case-insensitive."""
 
     model_config = SettingsConfigDict(
-        env_file=".env",
+        env_file=ENV_FILE,
         env_file_encoding="utf-8",
         extra="ignore",
         case_sensitive=False,
@@ -56,7 +67,7 @@ class Settings(BaseSettings):
     task_timeout_seconds: float = Field(default=1800.0, gt=0)
     video_max_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
 
-    # --- quotas ---
+    # --- quotas (0 = no limit, for every one of them) ---
     quota_daily_per_user: int = Field(default=10, ge=0)
     quota_concurrent_per_user: int = Field(default=2, ge=0)
     quota_daily_per_guild: int = Field(default=0, ge=0)
@@ -73,6 +84,7 @@ class Settings(BaseSettings):
 
     # --- logging ---
     log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.TEXT
 
     @field_validator("discord_guild_ids", mode="before")
     @classmethod
@@ -80,6 +92,8 @@ class Settings(BaseSettings):
         """Accept `123,456` or `123 456` as well as a list."""
         if isinstance(value, str):
             parts = value.replace(",", " ").split()
+            if not all(p.isdigit() for p in parts):
+                raise ValueError("must be server ids (numbers) separated by commas")
             return [int(p) for p in parts]
         if isinstance(value, int):
             return [value]
@@ -128,28 +142,92 @@ class SettingsError(Exception):
     """Raised when settings are missing or malformed; the text is one line for the operator."""
 
 
-def describe_validation_error(error: ValidationError) -> str:
-    """Turn pydantic's error into one line naming each variable and what to do."""
-    parts: list[str] = []
+#: Pydantic's error types, said the way an operator would say them.
+_PLAIN_TYPES = {
+    "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "string_type": "must be text",
+}
+_BOUNDS = {
+    "greater_than": "must be more than {gt}",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than": "must be less than {lt}",
+    "less_than_equal": "must be at most {le}",
+}
+_SECRETS = {"DISCORD_TOKEN", "COMETAPI_KEY"}
+
+
+def _problem(name: str, item: ErrorDetails) -> str:
+    """What is wrong with one setting, in plain words (never Python's own messages)."""
+    kind = item["type"]
+    context = item.get("ctx") or {}
+    if kind in _PLAIN_TYPES:
+        what = _PLAIN_TYPES[kind]
+    elif kind in _BOUNDS:
+        what = _BOUNDS[kind].format(**{k: f"{v:g}" for k, v in context.items()})
+    elif kind in ("enum", "literal_error"):
+        what = f"must be {context.get('expected', 'one of the documented values')}"
+    elif kind == "value_error":
+        what = str(item["msg"]).removeprefix("Value error, ")
+    else:
+        what = "is not valid"
+    shown = item.get("input")
+    if name in _SECRETS or not isinstance(shown, str | int | float):
+        return f"{name} {what}"
+    return f"{name} {what} (it is {str(shown)!r})"
+
+
+def _joined(names: list[str]) -> str:
+    """`A`, `A and B`, `A, B and C`."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def describe_validation_error(error: ValidationError, *, no_env_file_in: str | None = None) -> str:
+    """Turn pydantic's error into one line: what is missing, what is wrong, what to do.
+
+    `no_env_file_in` names the folder where `.env` was looked for and not found; the line then
+    starts by saying so.
+    """
+    missing: list[str] = []
+    wrong: list[str] = []
     for item in error.errors():
         if not item["loc"]:  # a rule across settings; its message names them
-            parts.append(str(item["msg"]).removeprefix("Value error, "))
-            continue
-        name = str(item["loc"][0]).upper()
-        if item["type"] == "missing":
-            parts.append(f"{name} is not set")
+            wrong.append(str(item["msg"]).removeprefix("Value error, "))
+        elif item["type"] == "missing":
+            missing.append(str(item["loc"][0]).upper())
         else:
-            parts.append(f"{name} is invalid ({item['msg']})")
-    return (
+            wrong.append(_problem(str(item["loc"][0]).upper(), item))
+    parts = []
+    if missing:
+        parts.append(f"{_joined(missing)} {'is' if len(missing) == 1 else 'are'} not set")
+    parts.extend(wrong)
+    several = len(missing) + len(wrong) > 1
+    verb = "Set" if not wrong else "Fix" if not missing else "Set or fix"
+    line = (
         "Settings problem: "
         + "; ".join(parts)
-        + ". Set them in the environment or in .env (see .env.example)."
+        + f". {verb} {'them' if several else 'it'} in the environment or in .env"
+        " (see .env.example)."
     )
+    if no_env_file_in is not None:
+        line = f"No .env file in {no_env_file_in}. " + line
+    return line
 
 
 def load_settings(**overrides: object) -> Settings:
     """Read the settings, raising `SettingsError` with one clear line when they are wrong."""
+    env_file = overrides.get("_env_file", ENV_FILE)
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as error:
-        raise SettingsError(describe_validation_error(error)) from None
+        where = None
+        if isinstance(env_file, str | Path) and not Path(env_file).is_file():
+            folder = Path(env_file).resolve().parent
+            relative = not Path(env_file).is_absolute()
+            where = f"{folder} (the current directory)" if relative else str(folder)
+        raise SettingsError(describe_validation_error(error, no_env_file_in=where)) from None

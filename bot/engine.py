@@ -45,7 +45,9 @@ from bot.kling.errors import (
     UserFixableError,
 )
 from bot.kling.models import ImageItem, KlingTask, MultiImageRequest, TaskStatus
+from bot.logs import current_task_id
 from bot.media import MediaStore
+from bot.ops import HEARTBEAT_KEY, HEARTBEAT_SECONDS
 from bot.quota import refund_due
 from bot.store import StaleTransition, Task, TaskState, TaskStore
 
@@ -58,6 +60,9 @@ DOWNLOAD_ATTEMPTS = 3
 DELIVERY_ATTEMPTS = 8
 SHUTDOWN_GRACE_SECONDS = 10.0
 RETENTION_SWEEP_SECONDS = 3600.0
+#: Finished tasks' rows are kept at least this long, whatever RETENTION_DAYS says: the quotas
+#: (24 h), the usage summary (7 days) and monthly spend views (30 days) count them.
+ROW_RETENTION_FLOOR_SECONDS = 35 * 86400.0
 EXACT_POSITIONS = 25
 COARSE_POSITION_STEP = 10
 ANNOUNCE_DEBOUNCE_SECONDS = 0.2
@@ -191,6 +196,7 @@ class TaskEngine:
         self._operator_alerted: set[type[KlingError]] = set()
         self._callback_runner: web.AppRunner | None = None
         self._last_sweep = 0.0
+        self._last_beat = 0.0
         self.callback_port: int | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -331,12 +337,15 @@ class TaskEngine:
             if self._clock() - self._last_sweep > RETENTION_SWEEP_SECONDS:
                 self._last_sweep = self._clock()
                 self._spawn(None, self._sweep_retention())
-            timeout = None
+            if self._clock() - self._last_beat >= HEARTBEAT_SECONDS:
+                self._last_beat = self._clock()
+                self._spawn(None, self.store.set_meta(HEARTBEAT_KEY, f"{self._last_beat:.3f}"))
+            timeout = HEARTBEAT_SECONDS  # the loop comes round at least once per heartbeat
             if self._heap:
-                timeout = max(0.0, self._heap[0][0] - time.monotonic())
+                timeout = min(timeout, max(0.0, self._heap[0][0] - time.monotonic()))
             if self._queue and self._submit_paused_until > now:
                 pause = self._submit_paused_until - now
-                timeout = pause if timeout is None else min(timeout, pause)
+                timeout = min(timeout, pause)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
@@ -351,6 +360,8 @@ class TaskEngine:
 
     async def _guarded(self, task_id: int | None, step: Awaitable[None]) -> None:
         """Run one step; an unexpected error is logged with the task id and retried later."""
+        if task_id is not None:
+            current_task_id.set(task_id)  # every log line of this step carries the task id
         try:
             await step
         except asyncio.CancelledError:
@@ -793,15 +804,34 @@ class TaskEngine:
             partial.unlink(missing_ok=True)
 
     async def _sweep_retention(self) -> None:
-        """Remove videos and inputs of tasks that ended longer ago than the retention."""
+        """Remove the videos and inputs of tasks that ended longer ago than the retention,
+        then the rows of finished tasks unchanged for the retention and at least
+        `ROW_RETENTION_FLOOR_SECONDS` (0 keeps everything).
+
+        Removing a task's files changes its row, so a row goes that long after its files, and
+        never before them (the store's clock for both is the row's last change).
+        """
         if self.config.retention_seconds <= 0:
             return
         cutoff = self._clock() - self.config.retention_seconds
         for task in await self.store.expired_inputs(cutoff):
-            await self.media.remove(task.input_dir)
-            if task.video_path:
-                await self.media.remove(task.video_path)
+            for path in (task.input_dir, task.video_path):
+                if path and self._in_media_dir(path):
+                    await self.media.remove(path)
             await self.store.update(task.id, inputs_removed_at=self._clock())
+        keep_rows = max(self.config.retention_seconds, ROW_RETENTION_FLOOR_SECONDS)
+        removed = await self.store.delete_older_than(self._clock() - keep_rows)
+        if removed:
+            log.info(
+                "Removed %d finished task(s) unchanged for %.0f days", removed, keep_rows / 86400
+            )
+
+    def _in_media_dir(self, path: str) -> bool:
+        """Whether a stored path lies inside MEDIA_DIR: the sweep removes nothing else (an
+        empty `input_dir` is the current folder, which holds the database)."""
+        root = self.media.root.resolve()
+        target = Path(path).resolve()
+        return target != root and target.is_relative_to(root)
 
     async def _tell(self, call: Awaitable[None]) -> None:
         """Tell the notifier; its failure never stops the engine."""

@@ -6,6 +6,10 @@ out at the provider (which may still have done the work), keeps it.
 Validation errors never reserve quota: images and prompt are checked before anything is reserved.
 
 The rules live here; `bot.store.TaskStore.reserve` applies them atomically with the task insert.
+Every limit, wherever it is set (QUOTA_* settings, `/kling-admin limits`, a role's or a member's
+override), means the same: a positive number is the limit, 0 means no limit. (To stop someone
+making videos, block them; to stop a server, take the bot's permissions away there.)
+
 Daily limits are a rolling 24-hour window; the concurrent limit counts a user's tasks that are not
 finished yet (queued, submitting, submitted, processing). A user's daily and concurrent usage is
 counted across every guild and DM (the bot has one provider account); the guild limit counts the
@@ -54,12 +58,12 @@ class QuotaDefaults(Protocol):
 
     @property
     def quota_daily_per_user(self) -> int:
-        """Videos per user per rolling 24 h."""
+        """Videos per user per rolling 24 h; 0 = unlimited."""
         ...
 
     @property
     def quota_concurrent_per_user(self) -> int:
-        """Unfinished tasks per user at once."""
+        """Unfinished tasks per user at once; 0 = unlimited."""
         ...
 
     @property
@@ -77,8 +81,7 @@ class QuotaDefaults(Protocol):
 class QuotaLimits:
     """The limits that apply to one request.
 
-    None means unlimited. For the per-user limits 0 means "no videos at all"; for
-    `daily_per_guild` and `daily_global` 0 also means unlimited (as in the settings).
+    None means unlimited (`resolve_limits` turns every 0 into None; `checks` also skips a 0).
     An exempt user skips the per-user and per-guild limits; the global cap (the operator's
     spending ceiling) still applies, and a blocked user is refused regardless.
     """
@@ -98,9 +101,9 @@ class QuotaLimits:
         """The limits to check, in the order they are reported: concurrent, user, guild, global."""
         out: list[tuple[QuotaKind, int]] = []
         if not self.exempt:
-            if self.concurrent_per_user is not None:
+            if self.concurrent_per_user:
                 out.append((QuotaKind.CONCURRENT_USER, self.concurrent_per_user))
-            if self.daily_per_user is not None:
+            if self.daily_per_user:
                 out.append((QuotaKind.DAILY_USER, self.daily_per_user))
             if in_guild and self.daily_per_guild:
                 out.append((QuotaKind.DAILY_GUILD, self.daily_per_guild))
@@ -110,9 +113,12 @@ class QuotaLimits:
 
 
 def _most_generous(values: Iterable[int | None]) -> int | None:
-    """The largest of the limits that are set, or None when none is set."""
+    """The most generous of the limits that are set (0, no limit, beats any number), or None
+    when none is set."""
     set_values = [v for v in values if v is not None]
-    return max(set_values) if set_values else None
+    if not set_values:
+        return None
+    return 0 if 0 in set_values else max(set_values)
 
 
 def resolve_limits(
@@ -123,18 +129,19 @@ def resolve_limits(
 ) -> QuotaLimits:
     """Work out the limits for one user, most general first, each step replacing the last.
 
-    1. Global defaults from Settings (QUOTA_*; 0 = unlimited for the guild and global caps).
+    1. Global defaults from Settings (QUOTA_*).
     2. The guild's own limits, where the guild set them (NULL = keep the default).
     3. Role overrides for the user's roles: an exempt role makes the user exempt; otherwise for
        each of daily/concurrent the most generous role that sets it replaces the value.
     4. A user override wins over everything from roles: it sets daily/concurrent where given,
        and its `exempt` flag decides exemption (so a user override can undo an exempt role).
-    The global daily cap comes only from Settings; guilds cannot change it.
+    The global daily cap comes only from Settings; guilds cannot change it. At every step a
+    limit of 0 means no limit; the result says so with None.
     """
     daily: int | None = settings_defaults.quota_daily_per_user
     concurrent: int | None = settings_defaults.quota_concurrent_per_user
-    per_guild: int | None = settings_defaults.quota_daily_per_guild or None
-    global_cap = settings_defaults.quota_daily_global or None
+    per_guild: int | None = settings_defaults.quota_daily_per_guild
+    global_cap: int | None = settings_defaults.quota_daily_global
     exempt = False
 
     if guild_settings is not None:
@@ -143,7 +150,7 @@ def resolve_limits(
         if guild_settings.concurrent_per_user is not None:
             concurrent = guild_settings.concurrent_per_user
         if guild_settings.daily_per_guild is not None:
-            per_guild = guild_settings.daily_per_guild or None
+            per_guild = guild_settings.daily_per_guild
 
         roles: list[QuotaOverride] = [
             guild_settings.role_overrides[r]
@@ -168,10 +175,10 @@ def resolve_limits(
                 concurrent = user.concurrent
 
     return QuotaLimits(
-        daily_per_user=daily,
-        concurrent_per_user=concurrent,
-        daily_per_guild=per_guild,
-        daily_global=global_cap,
+        daily_per_user=daily or None,
+        concurrent_per_user=concurrent or None,
+        daily_per_guild=per_guild or None,
+        daily_global=global_cap or None,
         exempt=exempt,
     )
 

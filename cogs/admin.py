@@ -27,14 +27,17 @@ Limit = app_commands.Range[int, 0, 10_000]
 
 
 def _limits_text(locale: str, **limits: int | bool | None) -> str:
+    """`name=value, ...` as the admin set them: empty = the default, 0 = no limit."""
     default = text(locale, "admin.default")
+    unlimited = text(locale, "quota.unlimited")
     parts = []
     for name, value in limits.items():
         if isinstance(value, bool):
             if value:
                 parts.append(name)
         else:
-            parts.append(f"{name}={default if value is None else value}")
+            shown = default if value is None else unlimited if value == 0 else value
+            parts.append(f"{name}={shown}")
     return ", ".join(parts) or default
 
 
@@ -79,8 +82,8 @@ class AdminCog(
         daily_per_guild=_("daily_per_guild"),
     )
     @app_commands.describe(
-        daily_per_user=_("Videos per user per 24 hours"),
-        concurrent_per_user=_("Videos one user may have running at once"),
+        daily_per_user=_("Videos per user per 24 hours (0 = no limit)"),
+        concurrent_per_user=_("Videos one user may have running at once (0 = no limit)"),
         daily_per_guild=_("Videos the whole server may make per 24 hours (0 = no limit)"),
     )
     async def limits(
@@ -149,8 +152,8 @@ class AdminCog(
     )
     @app_commands.describe(
         role=_("The role"),
-        daily=_("Videos per 24 hours"),
-        concurrent=_("Videos at once"),
+        daily=_("Videos per 24 hours (0 = no limit)"),
+        concurrent=_("Videos at once (0 = no limit)"),
         exempt=_("No limits at all"),
         clear=_("Remove the override instead"),
     )
@@ -180,8 +183,8 @@ class AdminCog(
     )
     @app_commands.describe(
         user=_("The member"),
-        daily=_("Videos per 24 hours"),
-        concurrent=_("Videos at once"),
+        daily=_("Videos per 24 hours (0 = no limit)"),
+        concurrent=_("Videos at once (0 = no limit)"),
         exempt=_("No limits at all"),
         clear=_("Remove the override instead"),
     )

@@ -89,3 +89,56 @@ def test_callbacks_need_url_and_port_together(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(SettingsError) as caught:
         load_settings(discord_token="t", cometapi_key="k", _env_file=None)
     assert "CALLBACK_LISTEN_PORT" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_one_missing_setting_reads_naturally() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(discord_token="t", _env_file=None)
+    assert str(caught.value) == (
+        "Settings problem: COMETAPI_KEY is not set. "
+        "Set it in the environment or in .env (see .env.example)."
+    )
+    with pytest.raises(SettingsError) as caught:
+        load_settings(_env_file=None)
+    assert "DISCORD_TOKEN and COMETAPI_KEY are not set. Set them" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        ("DISCORD_GUILD_IDS", "12a", "must be server ids (numbers) separated by commas"),
+        ("KLING_MAX_CONCURRENT_TASKS", "two", "must be a whole number"),
+        ("POLL_INTERVAL_SECONDS", "soon", "must be a number"),
+        ("IMAGE_AUTOFIX", "maybe", "must be true or false"),
+        ("QUOTA_DAILY_PER_USER", "-1", "must be at least 0"),
+        ("IMAGE_TRANSPORT", "pigeon", "must be 'base64' or 'url'"),
+    ],
+)
+def test_malformed_settings_are_said_in_plain_words(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, said: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(discord_token="t", cometapi_key="k", _env_file=None)
+    message = str(caught.value)
+    assert f"{name} {said} (it is {value!r})" in message
+    assert "Fix it in the environment" in message
+    for internal in ("invalid literal", "base 10", "Input should", "Value error", "[type="):
+        assert internal not in message
+
+
+def test_a_missing_env_file_is_said_first_with_where_it_was_looked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    monkeypatch.delenv("COMETAPI_KEY", raising=False)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value).startswith(
+        f"No .env file in {tmp_path.resolve()} (the current directory). Settings problem: "
+    )
+    (tmp_path / ".env").write_text("DISCORD_TOKEN=t\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value).startswith("Settings problem: COMETAPI_KEY is not set.")

@@ -35,6 +35,28 @@ def test_defaults_only_and_zero_means_unlimited_for_guild_and_global() -> None:
     assert (limits.daily_per_guild, limits.daily_global) == (50, 500)
 
 
+def test_zero_means_no_limit_for_every_limit() -> None:
+    """One meaning of 0 everywhere: settings, a guild's limits, a role's, a member's."""
+    limits = resolve_limits(
+        Defaults(quota_daily_per_user=0, quota_concurrent_per_user=0), None, [], 1
+    )
+    assert limits == QuotaLimits(None, None, None, None, False)
+    assert limits.checks(in_guild=True) == []
+    guild = GuildSettings(guild_id=1, daily_per_user=0, concurrent_per_user=0)
+    assert resolve_limits(Defaults(), guild, [], 1) == QuotaLimits(None, None, None, None, False)
+    # A role with 0 (no limit) is more generous than any number.
+    roles = GuildSettings(
+        guild_id=1, role_overrides={10: QuotaOverride(daily=0), 11: QuotaOverride(daily=50)}
+    )
+    assert resolve_limits(Defaults(), roles, [10, 11], 1).daily_per_user is None
+    members = GuildSettings(
+        guild_id=1, daily_per_user=3, user_overrides={1: QuotaOverride(daily=0, concurrent=0)}
+    )
+    limits = resolve_limits(Defaults(), members, [], 1)
+    assert (limits.daily_per_user, limits.concurrent_per_user) == (None, None)
+    assert resolve_limits(Defaults(), members, [], 2).daily_per_user == 3
+
+
 def test_settings_object_satisfies_defaults() -> None:
     from bot.config import Settings
 
@@ -96,7 +118,7 @@ def test_checks_order_and_exemption() -> None:
     exempt = QuotaLimits(1, 2, 3, 4, exempt=True)
     assert exempt.checks(in_guild=True) == [(QuotaKind.DAILY_GLOBAL, 4)]
     assert QuotaLimits(daily_per_guild=0, daily_global=0).checks(in_guild=True) == []
-    assert QuotaLimits(daily_per_user=0).checks(in_guild=True) == [(QuotaKind.DAILY_USER, 0)]
+    assert QuotaLimits(daily_per_user=0, concurrent_per_user=0).checks(in_guild=True) == []
 
 
 def test_quota_exceeded_carries_the_figures() -> None:

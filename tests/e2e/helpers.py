@@ -154,3 +154,6 @@ class World:
             assert API_KEY not in output, "the API key leaked into the log"
             assert self.discord.token not in output, "the bot token leaked into the log"
             assert "Traceback" not in output, output[-3000:]
+            # Output to a pipe (docker logs, journald, a file): no colour codes, no voice talk.
+            assert "\x1b[" not in output, "colour codes in redirected logs"
+            assert "voice will NOT be supported" not in output

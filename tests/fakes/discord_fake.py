@@ -61,6 +61,9 @@ INTENT_GUILD_MESSAGES = 1 << 9
 INTENT_DIRECT_MESSAGES = 1 << 12
 INTENT_MESSAGE_CONTENT = 1 << 15
 PRIVILEGED_INTENTS = INTENT_GUILD_MEMBERS | INTENT_GUILD_PRESENCES | INTENT_MESSAGE_CONTENT
+#: Routes whose answers the fake checks against the description's response schema too: who the
+#: bot is and its application (what `python -m bot check` reads).
+RESPONSES_CHECKED = {("GET", "/users/@me"), ("GET", "/oauth2/applications/@me")}
 
 # Channel types, interaction types, callback types, message flags.
 CH_GUILD_TEXT, CH_DM, CH_PUBLIC_THREAD, CH_PRIVATE_THREAD = 0, 1, 11, 12
@@ -68,6 +71,10 @@ IT_APPLICATION_COMMAND, IT_MESSAGE_COMPONENT, IT_MODAL_SUBMIT = 2, 3, 5
 CB_MESSAGE, CB_DEFERRED_MESSAGE, CB_DEFERRED_UPDATE, CB_UPDATE_MESSAGE = 4, 5, 6, 7
 CB_MODAL = 9
 FLAG_HAS_THREAD, FLAG_EPHEMERAL, FLAG_LOADING = 1 << 5, 1 << 6, 1 << 7
+
+PERM_VIEW_CHANNEL, PERM_SEND_MESSAGES, PERM_ATTACH_FILES = 1 << 10, 1 << 11, 1 << 15
+PERM_READ_MESSAGE_HISTORY, PERM_CREATE_PUBLIC_THREADS = 1 << 16, 1 << 35
+PERM_SEND_MESSAGES_IN_THREADS = 1 << 38
 
 # Every permission bit up to SEND_VOICE_MESSAGES except ADMINISTRATOR; the bot's default role.
 DEFAULT_BOT_PERMISSIONS = ((1 << 47) - 1) & ~(1 << 3)
@@ -247,7 +254,7 @@ class _Session:
 
 
 class _OpenAPI:
-    """Request-body validators built from Discord's OpenAPI description."""
+    """Request-body (and some response-body) validators from Discord's OpenAPI description."""
 
     def __init__(self, spec_path: Path) -> None:
         spec = json.loads(spec_path.read_text(encoding="utf-8"))
@@ -276,6 +283,29 @@ class _OpenAPI:
             if regex.match(path):
                 return template
         return None
+
+    def has_operation(self, method: str, template: str) -> bool:
+        """Whether the description documents this method on this path template."""
+        return method.lower() in self.spec["paths"].get(template, {})
+
+    def response_validator(self, method: str, template: str, status: int) -> Draft202012Validator:
+        """A validator for the JSON body the description documents for this answer."""
+        pointer = "/".join(
+            p.replace("~", "~0").replace("/", "~1")
+            for p in (
+                "paths",
+                template,
+                method.lower(),
+                "responses",
+                str(status),
+                "content",
+                "application/json",
+                "schema",
+            )
+        )
+        return Draft202012Validator(
+            {"$ref": f"urn:discord-openapi#/{pointer}"}, registry=self.registry
+        )
 
     def validator(self, method: str, template: str) -> Draft202012Validator | None:
         key = (method.lower(), template)
@@ -362,6 +392,9 @@ class FakeDiscord:
       (3.0); later → 404 ``10062 Unknown interaction``.
     * ``token_ttl`` – lifetime of interaction tokens (15 min); later → 401 ``50027``.
     * ``upload_limit`` – max bytes per uploaded file (10 MiB, an unboosted guild); over → 413.
+    * ``bot_permissions`` – the bot role's permission bits (all but ADMINISTRATOR). Posting,
+      uploading, opening a thread and reading history need theirs (and View Channel);
+      without, Discord's 403 (50013 Missing Permissions, 50001 Missing Access).
     * ``privileged_intents_enabled`` – privileged intent bits the application is allowed (0:
       none, as for a fresh bot); identifying with others closes the gateway with 4014.
     * ``heartbeat_interval_ms`` – sent in HELLO (41250, Discord's value).
@@ -393,6 +426,7 @@ class FakeDiscord:
         self.privileged_intents_enabled = privileged_intents_enabled
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.resume_supported = resume_supported
+        self.bot_permissions = bot_permissions
         self._openapi = _load_openapi(spec_path or DEFAULT_SPEC_PATH)
         self._counter = itertools.count()
 
@@ -760,6 +794,7 @@ class FakeDiscord:
             "avatar": None,
             "public_flags": 0,
             "flags": 0,
+            "primary_guild": None,
         }
         if bot:
             user["bot"] = True
@@ -937,6 +972,12 @@ class FakeDiscord:
         r("POST", "/users/@me/channels", self._create_dm)
 
     def _add(self, method: str, template: str, handler: Handler) -> None:
+        sample = re.sub(r"\{\w+\}", "1", template)
+        documented = self._openapi.match(sample)
+        if template != "/gateway" and (
+            documented is None or not self._openapi.has_operation(method, documented)
+        ):
+            raise AssertionError(f"{method} {template} is not in Discord's OpenAPI description")
         regex = re.compile(
             "^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template)) + "$"
         )
@@ -1014,7 +1055,21 @@ class FakeDiscord:
                 body = b"" if fault.body is None else json.dumps(fault.body).encode()
                 return web.Response(body=body, status=fault.status, headers=headers)
         self._validate_schema(rec)
-        return await handler(request, rec, params)
+        response = await handler(request, rec, params)
+        if response.status == 200 and (rec.method, rec.path) in RESPONSES_CHECKED:
+            self._check_own_response(rec, response)
+        return response
+
+    def _check_own_response(self, rec: RecordedRequest, response: web.Response) -> None:
+        """The fake's own answer must match what the description documents (a fake bug else)."""
+        template = self._openapi.match(rec.path)
+        assert template is not None and isinstance(response.body, bytes)
+        validator = self._openapi.response_validator(rec.method, template, response.status)
+        errors = _schema_errors(validator.iter_errors(json.loads(response.body)))
+        if errors:
+            self._violation(
+                "fake_response", rec, "the fake's answer breaks the description", errors
+            )
 
     async def _read_body(self, request: web.Request, rec: RecordedRequest) -> None:
         if not request.body_exists:
@@ -1229,6 +1284,21 @@ class FakeDiscord:
     def _permission(self, rec: RecordedRequest, channel_id: str, what: str) -> None:
         channel = self.channels.get(channel_id, {})
         parent = str(channel.get("parent_id") or "")
+        if channel.get("type") != CH_DM:
+            # What the bot's role allows (Discord answers 50001 when the bot can't even see the
+            # channel, 50013 when it may see it but not do this).
+            granted = self._app_permissions(parent or channel_id)
+            thread = channel.get("type") in (CH_PUBLIC_THREAD, CH_PRIVATE_THREAD)
+            if not granted & PERM_VIEW_CHANNEL:
+                self._refuse(rec, "forbidden", 403, 50001, "Missing Access")
+            needed = {
+                "send": PERM_SEND_MESSAGES_IN_THREADS if thread else PERM_SEND_MESSAGES,
+                "threads": PERM_CREATE_PUBLIC_THREADS,
+                "history": PERM_READ_MESSAGE_HISTORY,
+                "attach": PERM_ATTACH_FILES,
+            }[what]
+            if not granted & needed:
+                self._refuse(rec, "forbidden", 403, 50013, "Missing Permissions")
         if what in self._denied.get(channel_id, set()) or (
             what == "send"
             and channel.get("type") in (CH_PUBLIC_THREAD, CH_PRIVATE_THREAD)
@@ -1242,7 +1312,7 @@ class FakeDiscord:
 
     def _app_permissions(self, channel_id: str) -> int:
         """The bot's permissions in a channel, as Discord reports them in an interaction."""
-        permissions = DEFAULT_BOT_PERMISSIONS
+        permissions = self.bot_permissions
         denied = self._denied.get(str(channel_id), set())
         if "threads" in denied:
             permissions &= ~((1 << 35) | (1 << 36))  # CREATE_PUBLIC/PRIVATE_THREADS
@@ -1762,6 +1832,14 @@ class FakeDiscord:
                 "redirect_uris": [],
                 "install_params": {"scopes": ["bot", "applications.commands"], "permissions": "0"},
                 "integration_types_config": {"0": {}},
+                "flags_new": "0",
+                "role_connections_verification_url": None,
+                "approximate_guild_count": len(self.guilds),
+                "approximate_user_install_count": 0,
+                "approximate_user_authorization_count": 0,
+                "explicit_content_filter": 0,
+                "team": None,
+                "eligible_oauth2_scopes": ["bot", "applications.commands"],
             }
         )
 
@@ -2023,6 +2101,7 @@ class FakeDiscord:
         self, req: web.Request, rec: RecordedRequest, p: dict[str, str]
     ) -> web.Response:
         self._channel(rec, p["cid"])
+        self._permission(rec, p["cid"], "history")
         try:
             limit = int(rec.query.get("limit", "50"))
         except ValueError:
@@ -2047,6 +2126,8 @@ class FakeDiscord:
         cid = p["cid"]
         self._channel(rec, cid)
         self._permission(rec, cid, "send")
+        if rec.files:
+            self._permission(rec, cid, "attach")
         body = rec.json or {}
         self._check_message_body(rec, body, creating=True)
         self._check_files(rec, self.upload_limit)
