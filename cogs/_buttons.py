@@ -111,6 +111,13 @@ def result_view(task: Task) -> discord.ui.View:
     return view
 
 
+def notice_view(task: Task) -> discord.ui.View:
+    """The button under a failure notice: Details (it also marks the notice as this task's)."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(TaskButton("details", task.id, task.locale))
+    return view
+
+
 def may_manage(interaction: discord.Interaction[Any], task: Task) -> bool:
     """The task's owner, or someone who may manage the server."""
     if interaction.user.id == task.user_id:
