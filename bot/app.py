@@ -1,9 +1,9 @@
 """`KlingBot`: the discord.py bot that wires the services together and runs them.
 
 `setup_hook` creates the one aiohttp session, opens the store, loads every extension in
-`cogs/`, starts the engine and syncs the slash commands only when they changed. `close`
-stops the engine and then closes the session and the store. SIGTERM and SIGINT end the bot
-cleanly.
+`cogs/`, starts the engine, answers the requests a killed run left open (once the bot is
+ready) and syncs the slash commands only when they changed. `close` stops the engine and then
+closes the session and the store. SIGTERM and SIGINT end the bot cleanly.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from bot.media import MediaStore
 from bot.store import StoreError, TaskStore
 from bot.strings import text
 from cogs._delivery import DiscordNotifier
+from cogs._flow import recover
 from cogs._translator import KlingTranslator
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ INTERACTION_TASK_PREFIXES = (
     "discord-ui-view-dispatch-",
     "discord-ui-dynamic-item-",
     "discord-ui-modal-dispatch-",
+    "kling-recover",  # the requests a killed run left open, answered at start-up
 )
 
 
@@ -109,6 +111,7 @@ class KlingBot(commands.Bot):
         if self.sync_only:
             return  # `python -m bot sync`: no engine; `_serve` closes after the login
         await self.engine.start()
+        self._recovery = asyncio.create_task(recover(self), name="kling-recover")
 
     async def on_app_command_error(
         self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError

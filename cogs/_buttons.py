@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.store import Task
+from bot.store import InteractionKind, OpenInteraction, Task
 from bot.strings import text
+from cogs._answers import acknowledge, answer
 from cogs._messages import clip, options_text, state_text
 
 if TYPE_CHECKING:
@@ -148,20 +149,38 @@ def details_embed(task: Task, locale: str, bot: KlingBot) -> discord.Embed:
 
 
 async def delete_result(interaction: discord.Interaction[Any], task: Task) -> None:
-    """Remove the result message and the kept video; say "deleted" only once it is gone."""
+    """Acknowledge a Delete press (record it), then carry it out."""
     bot: KlingBot = interaction.client
-    locale = str(interaction.locale)
-    await interaction.response.defer(ephemeral=True, thinking=True)
-    if interaction.message is not None:
+    message = interaction.message
+    payload: dict[str, Any] = {}
+    if message is not None:
+        payload = {"message_id": message.id, "message_channel_id": message.channel.id}
+    entry = await acknowledge(interaction, InteractionKind.DELETE, payload, task_id=task.id)
+    if entry is not None:
+        await run_delete(bot, entry)
+
+
+async def run_delete(bot: KlingBot, entry: OpenInteraction) -> None:
+    """Remove the result message and the kept video; say "deleted" only once it is gone.
+
+    Every step can be done again, so a press a crash cut off is simply carried out again.
+    """
+    locale = entry.locale
+    message_id = entry.payload.get("message_id")
+    if message_id is not None:
+        channel = bot.get_partial_messageable(int(entry.payload["message_channel_id"]))
         try:
-            await interaction.message.delete()
+            await channel.get_partial_message(int(message_id)).delete()
         except discord.NotFound:
-            pass  # someone else removed it already
+            pass  # someone else removed it already (or this press, before a crash)
         except discord.HTTPException as error:
-            log.info("Task %d: the result message couldn't be deleted (%s)", task.id, error)
-            await interaction.edit_original_response(content=text(locale, "reply.delete_failed"))
+            log.info("Task %s: the result message couldn't be deleted (%s)", entry.task_id, error)
+            await answer(bot, entry, text(locale, "reply.delete_failed"), elsewhere=False)
+            await bot.store.close_interaction(entry.id)
             return
-    await interaction.edit_original_response(content=text(locale, "reply.deleted"))
-    if task.video_path:
+    await answer(bot, entry, text(locale, "reply.deleted"), elsewhere=False)
+    task = await bot.store.get(entry.task_id) if entry.task_id is not None else None
+    if task is not None and task.video_path:
         await bot.media.remove(task.video_path)
         await bot.store.update(task.id, video_path=None)
+    await bot.store.close_interaction(entry.id)

@@ -19,7 +19,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +26,7 @@ import discord
 
 from bot.store import Task, TaskState
 from bot.strings import text
+from cogs._answers import carries_button, find_own_message, open_dm
 from cogs._buttons import notice_view, result_view, task_marker
 from cogs._messages import clip, failure_reason, jump_url, link_guild, status_embed
 
@@ -36,8 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EDIT_INTERVAL = 5.0
-HISTORY_LOOKBACK = 500  # messages read after the task finished, looking for its result
-CLOCK_SLACK_SECONDS = 60.0
 MESSAGE_MAX = 2000
 DAY = 86400.0
 
@@ -357,46 +355,6 @@ class DiscordNotifier:
             log.info("Task %d: no line in the log channel (%s)", task.id, error)
             return
         await self.bot.store.update(task.id, log_message_id=message.id)
-
-
-async def open_dm(bot: KlingBot, user_id: int) -> discord.DMChannel:
-    """The bot's DM channel with a user (opened if needed)."""
-    user = bot.get_user(user_id) or await bot.fetch_user(user_id)
-    return await user.create_dm()
-
-
-def carries_button(message: discord.Message, custom_id: str) -> bool:
-    """Whether a message has a button with this custom_id (how the bot marks its posts)."""
-    return any(
-        getattr(child, "custom_id", None) == custom_id
-        for row in message.components
-        for child in getattr(row, "children", ())
-    )
-
-
-async def find_own_message(
-    bot: KlingBot,
-    channel: discord.abc.Messageable,
-    since: float,
-    matches: Callable[[discord.Message], bool],
-) -> discord.Message | None:
-    """The bot's own message in `channel` posted since `since` (Unix seconds) that `matches`.
-
-    How a post a crash may have cut off is found before it is made again. A history that
-    can't be read finds nothing.
-    """
-    me = bot.user
-    start = since - CLOCK_SLACK_SECONDS
-    after = discord.Object(id=discord.utils.time_snowflake(datetime.fromtimestamp(start, UTC)))
-    try:
-        async for message in channel.history(limit=HISTORY_LOOKBACK, after=after):
-            if me is not None and message.author.id != me.id:
-                continue
-            if matches(message):
-                return message
-    except discord.HTTPException as error:
-        log.info("Couldn't read the history of channel %s (%s)", getattr(channel, "id", "?"), error)
-    return None
 
 
 def _megabytes(size: int) -> str:
