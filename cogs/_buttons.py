@@ -16,7 +16,7 @@ import discord
 
 from bot.store import InteractionKind, OpenInteraction, Task
 from bot.strings import text
-from cogs._answers import acknowledge, answer
+from cogs._answers import acknowledge, answer, find_own_message
 from cogs._messages import clip, options_text, state_text
 
 if TYPE_CHECKING:
@@ -160,17 +160,26 @@ async def delete_result(interaction: discord.Interaction[Any], task: Task) -> No
         await run_delete(bot, entry)
 
 
-async def run_delete(bot: KlingBot, entry: OpenInteraction) -> None:
+async def run_delete(bot: KlingBot, entry: OpenInteraction, *, resumed: bool = False) -> None:
     """Remove the result message and the kept video; say "deleted" only once it is gone.
 
-    Every step can be done again, so a press a crash cut off is simply carried out again.
+    Every step can be done again, so a press a crash cut off is carried out again (`resumed`);
+    the message is then first looked for, as the killed run may have deleted it already.
     """
     locale = entry.locale
-    message_id = entry.payload.get("message_id")
+    raw_id = entry.payload.get("message_id")
+    message_id = int(raw_id) if raw_id is not None else None
+    task = await bot.store.get(entry.task_id) if entry.task_id is not None else None
     if message_id is not None:
         channel = bot.get_partial_messageable(int(entry.payload["message_channel_id"]))
+    if message_id is not None and resumed:
+        since = (task.finished_at or task.created_at) if task is not None else entry.created_at
+        wanted = message_id
+        if await find_own_message(bot, channel, since, lambda m: m.id == wanted) is None:
+            message_id = None  # gone already
+    if message_id is not None:
         try:
-            await channel.get_partial_message(int(message_id)).delete()
+            await channel.get_partial_message(message_id).delete()
         except discord.NotFound:
             pass  # someone else removed it already (or this press, before a crash)
         except discord.HTTPException as error:
@@ -179,7 +188,6 @@ async def run_delete(bot: KlingBot, entry: OpenInteraction) -> None:
             await bot.store.close_interaction(entry.id)
             return
     await answer(bot, entry, text(locale, "reply.deleted"), elsewhere=False)
-    task = await bot.store.get(entry.task_id) if entry.task_id is not None else None
     if task is not None and task.video_path:
         await bot.media.remove(task.video_path)
         await bot.store.update(task.id, video_path=None)

@@ -268,7 +268,7 @@ async def _recover_one(bot: KlingBot, entry: OpenInteraction) -> None:
         if entry.kind is InteractionKind.DELETE:
             from cogs._buttons import run_delete  # the buttons start the flow
 
-            await run_delete(bot, entry)
+            await run_delete(bot, entry, resumed=True)
         elif entry.stage is IntakeStage.RECEIVED and not token_alive(entry, RESUME_MARGIN_SECONDS):
             mention = f"<@{entry.user_id}>"
             when = timestamp(entry.created_at)

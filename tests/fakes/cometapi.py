@@ -117,6 +117,8 @@ class FakeCometAPI:
     video_bytes: bytes = MP4_BYTES
     max_concurrent: int | None = None  # the account's task concurrency (1303 past it)
     external_lookup: bool = True  # False: querying by external_task_id finds nothing (undocumented)
+    #: decides each new task's outcome from its submit body (instead of `outcome` for all)
+    outcome_for: Callable[[dict[str, Any]], Literal["succeed", "failed"]] | None = None
     clock: Callable[[], float] = time.monotonic
     faults: list[Fault] = field(default_factory=list)
     tasks: dict[str, FakeTask] = field(default_factory=dict)
@@ -237,7 +239,7 @@ class FakeCometAPI:
             created=self.clock(),
             processing_after=self.processing_after,
             finish_after=self.finish_after,
-            outcome=self.outcome,
+            outcome=self.outcome_for(body) if self.outcome_for else self.outcome,
             failure_message=self.failure_message,
             video_bytes=self.video_bytes,
         )
