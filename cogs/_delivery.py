@@ -80,7 +80,9 @@ class DiscordNotifier:
         """
         try:
             await self._ending_message(task, self._post_notice)
-        except (discord.Forbidden, discord.NotFound):
+        except discord.DiscordServerError:
+            raise
+        except discord.HTTPException:
             log.warning("Task %d: no place takes the failure notice", task.id, exc_info=True)
         await self._finish_status(task, None)
         await self._log_line(task, None)
@@ -112,8 +114,9 @@ class DiscordNotifier:
     async def _finish_status(self, task: Task, result_link: str | None) -> None:
         """Show the final state at once, whatever the throttle says.
 
-        Raises when Discord couldn't take the edit for now (so the ending is asked again); a
-        status message that is gone or may not be edited is left as it is.
+        Raises when Discord couldn't take the edit for now (a server error or no connection:
+        the ending is asked again); a status message that is gone, or that Discord refuses to
+        edit, is left as it is.
         """
         pending = self._pending.pop(task.id, None)
         if pending is not None:
@@ -123,7 +126,9 @@ class DiscordNotifier:
         final = replace(task, state=TaskState.DELIVERED) if result_link is not None else task
         try:
             await self.edit_status(final, result_link=result_link, quietly=False)
-        except (discord.Forbidden, discord.NotFound) as error:
+        except discord.DiscordServerError:
+            raise
+        except discord.HTTPException as error:
             log.info("Task %d: the final status edit was refused (%s)", task.id, error)
 
     async def edit_status(
@@ -351,7 +356,9 @@ class DiscordNotifier:
             else:
                 await self.bot.store.update(task.id, log_started_at=time.time())
             message = await channel.send(clip(line, MESSAGE_MAX))
-        except (discord.Forbidden, discord.NotFound) as error:
+        except discord.DiscordServerError:
+            raise  # for now: the ending is asked again
+        except discord.HTTPException as error:
             log.info("Task %d: no line in the log channel (%s)", task.id, error)
             return
         await self.bot.store.update(task.id, log_message_id=message.id)
