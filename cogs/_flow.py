@@ -485,7 +485,9 @@ async def _post_status(
         await bot.store.refund(task.id)
         raise CannotPost from None
     thread_id: int | None = None
-    if where == "thread":
+    if where == "thread" and message.flags.has_thread:  # opened before a crash
+        thread_id = message.id  # a thread made from a message has the message's id
+    elif where == "thread":
         name = text(task.locale, "status.thread_name", task_id=task.id, prompt=task.prompt)
         try:
             thread = await message.create_thread(name=clip(name, THREAD_NAME_MAX))

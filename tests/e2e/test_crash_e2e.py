@@ -299,3 +299,32 @@ async def test_a_delete_press_killed_after_the_delete_is_answered_once(world: Wo
     assert [r.json["content"] for r in world.original_edits(press)] == ["The video was deleted."]
     assert len(world.discord.find_requests("DELETE", rf"/messages/{message_id}$")) == 1
     assert open_interactions(world) == []
+
+
+async def test_killed_after_opening_the_thread_the_request_takes_it_as_it_is(
+    world: World,
+) -> None:
+    """The status message and its thread are out, the bot died before recording them."""
+    channel = str(world.discord.channel_id)
+    hold = world.discord.hold_next(
+        "POST", rf"^/channels/{channel}/messages/\d+/threads$", effect_first=True
+    )
+    async with world.bot() as first:
+        interaction = await world.video([png(), png()])
+        await world.discord.wait_for(lambda: hold.held, 20)
+        first.kill()
+        await first.wait()
+    hold.drop()
+    [task] = world.tasks()
+    assert task["status_message_id"] is None and len(world.discord.threads) == 1
+    async with world.bot():
+        await world.discord.wait_for(lambda: world.uploads(), 30)
+        await world.until(lambda: world.tasks()[0]["state"] == "delivered", 10)
+        assert "on its way" in await world.answer(interaction)
+    [task] = world.tasks()
+    [thread] = world.discord.threads
+    [status] = status_messages(world, task["id"])
+    assert str(task["status_message_id"]) == status["id"] == thread["id"] == str(task["thread_id"])
+    [result] = marked(world, task["id"])
+    assert result["channel_id"] == thread["id"]
+    assert len(world.discord.find_requests("POST", r"/threads$")) == 1, "not opened twice"
