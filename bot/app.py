@@ -1,10 +1,11 @@
 """`KlingBot`: the discord.py bot that wires the services together and runs them.
 
 `setup_hook` creates the one aiohttp session, opens the store, loads every extension in
-`cogs/`, starts the engine and syncs the slash commands only when they changed. `close`
-stops the engine and then closes the session and the store. SIGTERM and SIGINT end the bot
-cleanly. `discord_identity` is the Discord half of `python -m bot check`: it asks Discord's
-REST API who the bot is (no gateway) and builds the invite link.
+`cogs/`, starts the engine, answers the requests a killed run left open (once the bot is
+ready) and syncs the slash commands only when they changed. `close` stops the engine and then
+closes the session and the store. SIGTERM and SIGINT end the bot cleanly. `discord_identity` is
+the Discord half of `python -m bot check`: it asks Discord's REST API who the bot is (no
+gateway) and builds the invite link.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from bot.ops import host_resolves
 from bot.store import StoreError, TaskStore
 from bot.strings import text
 from cogs._delivery import DiscordNotifier
+from cogs._flow import recover
 from cogs._translator import KlingTranslator
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ INTERACTION_TASK_PREFIXES = (
     "discord-ui-view-dispatch-",
     "discord-ui-dynamic-item-",
     "discord-ui-modal-dispatch-",
+    "kling-recover",  # the requests a killed run left open, answered at start-up
 )
 #: Exactly the permissions the bot uses, in the channels where it is used (the README's table):
 #: the status message (view, send, embed), the thread with the result (create public threads,
@@ -200,6 +203,7 @@ class KlingBot(commands.Bot):
         if self.sync_only:
             return  # `python -m bot sync`: no engine; `_serve` closes after the login
         await self.engine.start()
+        self._recovery = asyncio.create_task(recover(self), name="kling-recover")
 
     async def on_app_command_error(
         self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError

@@ -3,6 +3,9 @@
 `queued → submitting → submitted → processing → succeeded → delivered`, or `failed` /
 `timed_out`. Every state is written to the store before the step it announces, so a crash
 at any moment leaves a row that says what to do next; `start` picks every unfinished row up.
+A task is done only once the user was told how it ended: a video is marked delivered after
+the notifier handed it over, and a failure or time-out is marked told after its notice went
+out, so a crash between an ending and its message never loses the message.
 
 One scheduler loop (the durable-timer pattern): a heap of due actions per task, woken early
 through an `asyncio.Event` by new tasks and callbacks. Submits go through a FIFO queue with at
@@ -83,7 +86,11 @@ class Notifier(Protocol):
         """
 
     async def failed(self, task: Task) -> None:
-        """The task ended without a video (`failed` or `timed_out`); tell the user why."""
+        """The task ended without a video (`failed` or `timed_out`); tell the user why.
+
+        Must be idempotent like `deliver`; raise when the user couldn't be told yet (the engine
+        asks again later, and after a restart).
+        """
 
 
 class FailureReason(StrEnum):
@@ -151,6 +158,7 @@ class Action(StrEnum):
     RESOLVE = "resolve"  # a submit of unknown outcome: look it up by external id
     POLL = "poll"
     DELIVER = "deliver"
+    TELL = "tell"  # ended without a video; its notice isn't out yet
 
 
 class TaskEngine:
@@ -242,12 +250,24 @@ class TaskEngine:
         log.info("Engine stopped")
 
     def enqueue(self, task: Task) -> None:
-        """Take a newly stored `queued` task (called by the Discord side after it stored one)."""
-        if self._stopping or task.id in self._queue:
+        """Take a newly stored `queued` task (called by the Discord side after it stored one).
+
+        A task the engine already tracks is left as it is (an intake finished after a restart
+        may hand over a task the engine picked up at start).
+        """
+        if self._stopping or task.state is not TaskState.QUEUED or self._tracks(task.id):
             return
         self._queue.append(task.id)
         self._queue_moved()
         self._wake.set()
+
+    def _tracks(self, task_id: int) -> bool:
+        return (
+            task_id in self._queue
+            or task_id in self._due
+            or task_id in self._at_provider
+            or task_id in self._busy
+        )
 
     def queue_position(self, task_id: int) -> int | None:
         """The 1-based place of a task in the submit queue, or None when it isn't waiting."""
@@ -288,6 +308,8 @@ class TaskEngine:
             self._schedule(task.id, Action.POLL, self._spread())
         elif task.state is TaskState.SUCCEEDED:
             self._schedule(task.id, Action.DELIVER, 0.0)
+        elif task.state in (TaskState.FAILED, TaskState.TIMED_OUT):  # ended, notice not out
+            self._schedule(task.id, Action.TELL, 0.0)
 
     def _spread(self) -> float:
         """A random first delay, so a restart with many tasks doesn't stampede."""
@@ -387,8 +409,11 @@ class TaskEngine:
     async def _act(self, task_id: int, action: Action) -> None:
         """Take a tracked task's next step, decided by its stored state (`action` may be stale)."""
         task = await self.store.get(task_id)
-        if task is None or task.is_terminal:
+        if task is None or task.is_told:
             self._forget(task_id)
+            return
+        if task.state in (TaskState.FAILED, TaskState.TIMED_OUT):
+            await self._tell_ending(await self._settle_quota(task))  # a crash came in between
             return
         if task.state is TaskState.QUEUED:
             self._forget(task_id)
@@ -681,12 +706,10 @@ class TaskEngine:
             )
         except StaleTransition:
             return
-        reached = task.kling_task_id is not None
-        if refund_due(task.state, reached_provider=reached) and await self.store.refund(task.id):
-            task = replace(task, quota_refunded=True)
+        task = await self._settle_quota(task)
         self._forget(task.id)
         log.info("Task %d timed out", task.id)
-        await self._tell(self.notifier.failed(task))
+        await self._tell_ending(task)
 
     async def _fail(self, task: Task, reason: FailureReason, message: str) -> None:
         """End a task as failed, give its quota back and tell the user."""
@@ -700,11 +723,27 @@ class TaskEngine:
             )
         except StaleTransition:
             return
-        if refund_due(task.state) and await self.store.refund(task.id):
-            task = replace(task, quota_refunded=True)
+        task = await self._settle_quota(task)
         self._forget(task.id)
         log.info("Task %d failed (%s): %s", task.id, reason.value, message)
-        await self._tell(self.notifier.failed(task))
+        await self._tell_ending(task)
+
+    async def _settle_quota(self, task: Task) -> Task:
+        """Give an ended task's quota back when the policy says so (again after a crash: once)."""
+        reached = task.kling_task_id is not None
+        if refund_due(task.state, reached_provider=reached) and await self.store.refund(task.id):
+            task = replace(task, quota_refunded=True)
+        return task
+
+    async def _tell_ending(self, task: Task) -> None:
+        """Tell the user why the task ended without a video; it is told once the notice is out."""
+        try:
+            await self.notifier.failed(task)
+        except Exception:
+            self._notifier_failed(task, Action.TELL, "telling the ending")
+            return
+        await self.store.update(task.id, notified_at=self._clock())
+        self._forget(task.id)
 
     def _alert_operator(self, error: OperatorError) -> None:
         """Log an operator problem loudly, once per kind, not once per task."""
@@ -722,23 +761,7 @@ class TaskEngine:
         try:
             message_id = await self.notifier.deliver(task)
         except Exception:
-            attempts = self._delivery_attempts.get(task.id, 0) + 1
-            self._delivery_attempts[task.id] = attempts
-            if attempts >= DELIVERY_ATTEMPTS:
-                log.exception(
-                    "Task %d: delivery failed %d times; giving up until restart", task.id, attempts
-                )
-                self._forget(task.id)
-                return
-            delay = min(self.config.poll_max_interval, self.config.poll_interval * 2**attempts)
-            log.warning(
-                "Task %d: delivery failed; retry %d in %.0f s",
-                task.id,
-                attempts,
-                delay,
-                exc_info=True,
-            )
-            self._schedule(task.id, Action.DELIVER, delay)
+            self._notifier_failed(task, Action.DELIVER, "delivery")
             return
         with contextlib.suppress(StaleTransition):
             await self.store.transition(
@@ -748,6 +771,22 @@ class TaskEngine:
                 result_message_id=message_id,
             )
         self._forget(task.id)
+
+    def _notifier_failed(self, task: Task, action: Action, what: str) -> None:
+        """The notifier couldn't hand an ending over: try again later, a few times."""
+        attempts = self._delivery_attempts.get(task.id, 0) + 1
+        self._delivery_attempts[task.id] = attempts
+        if attempts >= DELIVERY_ATTEMPTS:
+            log.exception(
+                "Task %d: %s failed %d times; giving up until restart", task.id, what, attempts
+            )
+            self._forget(task.id)
+            return
+        delay = min(self.config.poll_max_interval, self.config.poll_interval * 2**attempts)
+        log.warning(
+            "Task %d: %s failed; retry %d in %.0f s", task.id, what, attempts, delay, exc_info=True
+        )
+        self._schedule(task.id, action, delay)
 
     async def _fetch_video(self, task: Task) -> Task:
         """Download the video once, streamed and capped, and check it is an MP4."""

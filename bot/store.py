@@ -44,8 +44,12 @@ __all__ = [
     "TERMINAL",
     "UPDATABLE_COLUMNS",
     "GuildSettings",
+    "IntakeStage",
+    "InteractionKind",
     "MigrationError",
+    "NewOpenInteraction",
     "NewTask",
+    "OpenInteraction",
     "QuotaOverride",
     "StaleTransition",
     "StoreError",
@@ -72,6 +76,21 @@ class TaskState(StrEnum):
     TIMED_OUT = "timed_out"
 
 
+class InteractionKind(StrEnum):
+    """What an acknowledged interaction asked for."""
+
+    VIDEO = "video"  # /video, the "Make a video" form, Regenerate
+    DELETE = "delete"  # the Delete button under a result
+
+
+class IntakeStage(StrEnum):
+    """How far an open interaction got; each stage is written before the step it announces."""
+
+    RECEIVED = "received"  # acknowledged; nothing reserved yet
+    RESERVED = "reserved"  # its task is stored and quota reserved; the status message may be out
+    STARTED = "started"  # the status message is recorded and the engine has the task
+
+
 #: States that hold a concurrent-quota slot ("not yet finished").
 ACTIVE: frozenset[TaskState] = frozenset(
     {TaskState.QUEUED, TaskState.SUBMITTING, TaskState.SUBMITTED, TaskState.PROCESSING}
@@ -89,7 +108,6 @@ _FINISHED_AT_ON_ENTRY = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskSt
 _STATE_LIST = ", ".join(f"'{s.value}'" for s in TaskState)
 _ACTIVE_SQL = ", ".join(f"'{s.value}'" for s in sorted(ACTIVE))
 _TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL))
-_UNFINISHED_SQL = ", ".join(f"'{s.value}'" for s in TaskState if s not in TERMINAL)
 _COUNTED = "quota_refunded = 0 AND quota_reset_at IS NULL"
 
 # --- schema -------------------------------------------------------------------------------
@@ -184,6 +202,39 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE tasks ADD COLUMN submit_posts INTEGER NOT NULL DEFAULT 0;
     """,
+    # v5: nothing lost when the process dies. `notified_at`: when the user was told how the
+    # task ended (its video, its failure notice, or the intake's answer); a task the user
+    # wasn't told about yet is still the engine's. `log_started_at` is written before the
+    # log-channel line is posted and `log_message_id` after, so a restart looks for a line that
+    # may be out before posting one. `open_interactions`: every interaction the bot acknowledged
+    # and still owes an answer (a /video intake, a Delete press), written when it is
+    # acknowledged and removed once answered, so a restart answers each one exactly once.
+    f"""
+    ALTER TABLE tasks ADD COLUMN notified_at REAL;
+    ALTER TABLE tasks ADD COLUMN log_started_at REAL;
+    ALTER TABLE tasks ADD COLUMN log_message_id INTEGER;
+    UPDATE tasks SET notified_at = COALESCE(delivered_at, finished_at, updated_at)
+        WHERE state IN ({_TERMINAL_SQL});
+    CREATE INDEX idx_tasks_untold ON tasks (id) WHERE notified_at IS NULL;
+    CREATE TABLE open_interactions (
+        id               INTEGER PRIMARY KEY AUTOINCREMENT,
+        interaction_id   INTEGER NOT NULL UNIQUE,
+        kind             TEXT    NOT NULL CHECK (kind IN ('video', 'delete')),
+        application_id   INTEGER NOT NULL,
+        token            TEXT    NOT NULL,
+        token_expires_at REAL    NOT NULL,
+        user_id          INTEGER NOT NULL,
+        guild_id         INTEGER,
+        channel_id       INTEGER NOT NULL,
+        locale           TEXT    NOT NULL,
+        payload          TEXT    NOT NULL CHECK (json_valid(payload)),
+        external_task_id TEXT    UNIQUE,
+        task_id          INTEGER,
+        stage            TEXT    NOT NULL CHECK (stage IN ('received', 'reserved', 'started')),
+        created_at       REAL    NOT NULL,
+        updated_at       REAL    NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -271,6 +322,9 @@ class Task:
     quota_reset_at: float | None
     inputs_removed_at: float | None
     submit_posts: int = 0
+    notified_at: float | None = None
+    log_started_at: float | None = None
+    log_message_id: int | None = None
 
     @property
     def is_finished(self) -> bool:
@@ -281,6 +335,11 @@ class Task:
     def is_terminal(self) -> bool:
         """Whether the engine is done with the task (delivered, failed or timed out)."""
         return self.state in TERMINAL
+
+    @property
+    def is_told(self) -> bool:
+        """Whether the user was told how the task ended (nothing left to do for it)."""
+        return self.notified_at is not None
 
     @property
     def counts_against_quota(self) -> bool:
@@ -344,6 +403,63 @@ class NewTask:
     status_message_id: int | None = None
     thread_id: int | None = None
     external_task_id: str = field(default_factory=new_external_task_id)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenInteraction:
+    """An interaction the bot acknowledged and still owes an answer (one row of the journal).
+
+    The token answers the interaction by REST until `token_expires_at`; it is a credential for
+    that time and never printed (left out of `repr`).
+    """
+
+    id: int
+    interaction_id: int
+    kind: InteractionKind
+    application_id: int
+    token: str = field(repr=False)
+    token_expires_at: float
+    user_id: int
+    guild_id: int | None
+    channel_id: int
+    locale: str
+    payload: dict[str, Any]
+    external_task_id: str | None
+    task_id: int | None
+    stage: IntakeStage
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewOpenInteraction:
+    """What is known of an interaction when it is acknowledged: the fields of the insert."""
+
+    interaction_id: int
+    kind: InteractionKind
+    application_id: int
+    token: str = field(repr=False)
+    token_expires_at: float
+    user_id: int
+    guild_id: int | None
+    channel_id: int
+    locale: str
+    payload: dict[str, Any]
+    external_task_id: str | None = None
+    task_id: int | None = None
+
+
+_INTERACTION_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(OpenInteraction))
+_SELECT_INTERACTION = f"SELECT {', '.join(_INTERACTION_COLUMNS)} FROM open_interactions"
+
+
+def _interaction_from_row(row: Sequence[Any]) -> OpenInteraction:
+    """Build an `OpenInteraction` from a row selected with `_INTERACTION_COLUMNS` in order."""
+    values = dict(zip(_INTERACTION_COLUMNS, row, strict=True))
+    values["payload"] = json.loads(values["payload"])
+    values["kind"] = InteractionKind(values["kind"])
+    values["stage"] = IntakeStage(values["stage"])
+    return OpenInteraction(**values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -532,12 +648,20 @@ class TaskStore:
     # --- reservation (quota + insert, atomically) -----------------------------------------
 
     async def reserve(
-        self, new_task: NewTask, limits: QuotaLimits, *, window: float = DAY_SECONDS
+        self,
+        new_task: NewTask,
+        limits: QuotaLimits,
+        *,
+        window: float = DAY_SECONDS,
+        interaction: int | None = None,
     ) -> Task:
         """Check every quota and insert the `queued` task in one transaction, or raise.
 
         Raises `QuotaExceeded` (kind `blocked` first, then the limit that bites in the order
         concurrent, user daily, guild daily, global daily) and leaves the database unchanged.
+        With `interaction` (an open interaction's id, stage `received`), the same transaction
+        links the task to it and moves it to `reserved`, so a crash can never leave a task that
+        its request doesn't know of (nor reserve twice for one request).
         """
         options = _dump_options(new_task.options)
         now = self._now()
@@ -592,6 +716,20 @@ class TaskStore:
                 ),
             )
             row = next(iter(inserted))
+            if interaction is not None:
+                linked = await conn.execute_fetchall(
+                    "UPDATE open_interactions SET stage = ?, task_id = ?, updated_at = ? "
+                    "WHERE id = ? AND stage = ? RETURNING id",
+                    (
+                        IntakeStage.RESERVED.value,
+                        row[0],
+                        now,
+                        interaction,
+                        IntakeStage.RECEIVED.value,
+                    ),
+                )
+                if not list(linked):
+                    raise StoreError(f"interaction {interaction} is not waiting for a reservation")
         return _task_from_row(row)
 
     # --- writes on one task ------------------------------------------------------------------
@@ -630,6 +768,9 @@ class TaskStore:
             assignments.append("finished_at = ?")
             params.append(now)
         if to is TaskState.DELIVERED:
+            if "notified_at" not in fields:  # its video is the user's answer
+                assignments.append("notified_at = ?")
+                params.append(now)
             if "finished_at" not in fields:
                 assignments.append("finished_at = COALESCE(finished_at, ?)")
                 params.append(now)
@@ -719,9 +860,16 @@ class TaskStore:
         )
 
     async def unfinished(self) -> list[Task]:
-        """Every task the engine still has to move (not delivered/failed/timed out), by id."""
+        """Every task the engine still has to move or tell the user about, by id.
+
+        That is every task whose end the user hasn't been told yet (`notified_at` unset),
+        except those still in their intake (an open interaction at stage `reserved` owns them
+        until its status message is recorded).
+        """
         return await self._fetch_tasks(
-            f"{_SELECT_TASK} WHERE state IN ({_UNFINISHED_SQL}) ORDER BY id"
+            f"{_SELECT_TASK} WHERE notified_at IS NULL AND id NOT IN ("
+            "SELECT task_id FROM open_interactions WHERE stage = 'reserved' "
+            "AND task_id IS NOT NULL) ORDER BY id"
         )
 
     async def queue(self) -> list[tuple[Task, int]]:
@@ -858,6 +1006,102 @@ class TaskStore:
             "AND inputs_removed_at IS NULL ORDER BY id",
             (ts,),
         )
+
+    # --- open interactions (acknowledged, not yet answered) -------------------------------------
+
+    async def open_interaction(self, new: NewOpenInteraction) -> OpenInteraction:
+        """Record an acknowledged interaction (the same one again returns the first record)."""
+        now = self._now()
+        async with self._connection() as conn:
+            await conn.execute(
+                """INSERT INTO open_interactions (interaction_id, kind, application_id, token,
+                        token_expires_at, user_id, guild_id, channel_id, locale, payload,
+                        external_task_id, task_id, stage, created_at, updated_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (interaction_id) DO NOTHING""",
+                (
+                    new.interaction_id,
+                    InteractionKind(new.kind).value,
+                    new.application_id,
+                    new.token,
+                    new.token_expires_at,
+                    new.user_id,
+                    new.guild_id,
+                    new.channel_id,
+                    new.locale,
+                    _dump_options(new.payload),
+                    new.external_task_id,
+                    new.task_id,
+                    IntakeStage.RECEIVED.value,
+                    now,
+                    now,
+                ),
+            )
+            rows = list(
+                await conn.execute_fetchall(
+                    f"{_SELECT_INTERACTION} WHERE interaction_id = ?", (new.interaction_id,)
+                )
+            )
+        return _interaction_from_row(rows[0])
+
+    async def get_open_interaction(self, record_id: int) -> OpenInteraction | None:
+        """One open interaction by its record id, or None when it was answered."""
+        async with self._connection() as conn:
+            rows = list(
+                await conn.execute_fetchall(f"{_SELECT_INTERACTION} WHERE id = ?", (record_id,))
+            )
+        return _interaction_from_row(rows[0]) if rows else None
+
+    async def open_interactions(self) -> list[OpenInteraction]:
+        """Every interaction a run acknowledged and didn't answer yet, oldest first."""
+        async with self._connection() as conn:
+            rows = await conn.execute_fetchall(f"{_SELECT_INTERACTION} ORDER BY id")
+        return [_interaction_from_row(r) for r in rows]
+
+    async def hand_over(self, record_id: int, task_id: int, **task_fields: Any) -> Task:
+        """Record the intake's last facts on its task (`task_fields`, e.g. the status message)
+        and move the interaction to `started`, in one transaction: the task is the engine's."""
+        assignments, params = _assignments(task_fields)
+        now = self._now()
+        assignments.append("updated_at = ?")
+        async with self._transaction() as conn:
+            rows = list(
+                await conn.execute_fetchall(
+                    f"UPDATE tasks SET {', '.join(assignments)} WHERE id = ? {_RETURNING}",
+                    [*params, now, task_id],
+                )
+            )
+            if not rows:
+                raise TaskNotFound(task_id)
+            moved = await conn.execute_fetchall(
+                "UPDATE open_interactions SET stage = ?, updated_at = ? "
+                "WHERE id = ? AND task_id = ? AND stage = ? RETURNING id",
+                (IntakeStage.STARTED.value, now, record_id, task_id, IntakeStage.RESERVED.value),
+            )
+            if not list(moved):
+                raise StoreError(f"interaction {record_id} is not reserved for task {task_id}")
+        return _task_from_row(rows[0])
+
+    async def close_interaction(self, record_id: int) -> None:
+        """The interaction got its answer: forget it (and its token).
+
+        A task its intake ended (failed before the engine got it) was told by that answer, so
+        it is marked told in the same transaction.
+        """
+        now = self._now()
+        async with self._transaction() as conn:
+            rows = list(
+                await conn.execute_fetchall(
+                    "DELETE FROM open_interactions WHERE id = ? RETURNING stage, task_id",
+                    (record_id,),
+                )
+            )
+            if rows and rows[0][0] == IntakeStage.RESERVED.value and rows[0][1] is not None:
+                await conn.execute(
+                    "UPDATE tasks SET notified_at = ?, updated_at = ? "
+                    "WHERE id = ? AND state IN ('failed', 'timed_out') AND notified_at IS NULL",
+                    (now, now, rows[0][1]),
+                )
 
     # --- guild settings ------------------------------------------------------------------------
 

@@ -77,6 +77,7 @@ EN: dict[str, str] = {
     "reply.delete_failed": "I couldn't delete the video. Please try again in a moment.",
     "reply.unexpected": "Something went wrong on my side (task {task_id}). The bot's operator can find it in the log.",
     "reply.unexpected_plain": "Something went wrong on my side. Please try again in a moment.",
+    "reply.interrupted": "{mention} your video request from {when} was interrupted when the bot restarted, before it started. Nothing was counted against your quota; please send it again.",
     "reply.api_trouble": "The video service is having trouble right now. Please try again later.",
     # --- quota refusals ---
     "quota.concurrent_user": "You already have {used} of {limit} videos in progress. Please wait for one to finish{next}.",
@@ -205,6 +206,7 @@ NL: dict[str, str] = {
     "reply.delete_failed": "Ik kon de video niet verwijderen. Probeer het zo opnieuw.",
     "reply.unexpected": "Er ging aan mijn kant iets mis (taak {task_id}). De beheerder van de bot kan het in het logboek vinden.",
     "reply.unexpected_plain": "Er ging aan mijn kant iets mis. Probeer het zo opnieuw.",
+    "reply.interrupted": "{mention} je videoverzoek van {when} werd onderbroken doordat de bot opnieuw startte, nog voor het begon. Er is niets van je quotum afgegaan; stuur het gerust opnieuw.",
     "reply.api_trouble": "De videodienst heeft nu problemen. Probeer het later opnieuw.",
     "quota.concurrent_user": "Je hebt al {used} van {limit} video's in behandeling. Wacht tot er een klaar is{next}.",
     "quota.daily_user": "Je hebt {used} van je {limit} video's voor vandaag gebruikt. De volgende komt vrij {next}.",

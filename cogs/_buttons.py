@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.store import Task
+from bot.store import InteractionKind, OpenInteraction, Task
 from bot.strings import text
+from cogs._answers import acknowledge, answer, find_own_message
 from cogs._messages import clip, options_text, state_text
 
 if TYPE_CHECKING:
@@ -111,6 +112,13 @@ def result_view(task: Task) -> discord.ui.View:
     return view
 
 
+def notice_view(task: Task) -> discord.ui.View:
+    """The button under a failure notice: Details (it also marks the notice as this task's)."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(TaskButton("details", task.id, task.locale))
+    return view
+
+
 def may_manage(interaction: discord.Interaction[Any], task: Task) -> bool:
     """The task's owner, or someone who may manage the server."""
     if interaction.user.id == task.user_id:
@@ -141,20 +149,46 @@ def details_embed(task: Task, locale: str, bot: KlingBot) -> discord.Embed:
 
 
 async def delete_result(interaction: discord.Interaction[Any], task: Task) -> None:
-    """Remove the result message and the kept video; say "deleted" only once it is gone."""
+    """Acknowledge a Delete press (record it), then carry it out."""
     bot: KlingBot = interaction.client
-    locale = str(interaction.locale)
-    await interaction.response.defer(ephemeral=True, thinking=True)
-    if interaction.message is not None:
+    message = interaction.message
+    payload: dict[str, Any] = {}
+    if message is not None:
+        payload = {"message_id": message.id, "message_channel_id": message.channel.id}
+    entry = await acknowledge(interaction, InteractionKind.DELETE, payload, task_id=task.id)
+    if entry is not None:
+        await run_delete(bot, entry)
+
+
+async def run_delete(bot: KlingBot, entry: OpenInteraction, *, resumed: bool = False) -> None:
+    """Remove the result message and the kept video; say "deleted" only once it is gone.
+
+    Every step can be done again, so a press a crash cut off is carried out again (`resumed`);
+    the message is then first looked for, as the killed run may have deleted it already.
+    """
+    locale = entry.locale
+    raw_id = entry.payload.get("message_id")
+    message_id = int(raw_id) if raw_id is not None else None
+    task = await bot.store.get(entry.task_id) if entry.task_id is not None else None
+    if message_id is not None:
+        channel = bot.get_partial_messageable(int(entry.payload["message_channel_id"]))
+    if message_id is not None and resumed:
+        since = (task.finished_at or task.created_at) if task is not None else entry.created_at
+        wanted = message_id
+        if await find_own_message(bot, channel, since, lambda m: m.id == wanted) is None:
+            message_id = None  # gone already
+    if message_id is not None:
         try:
-            await interaction.message.delete()
+            await channel.get_partial_message(message_id).delete()
         except discord.NotFound:
-            pass  # someone else removed it already
+            pass  # someone else removed it already (or this press, before a crash)
         except discord.HTTPException as error:
-            log.info("Task %d: the result message couldn't be deleted (%s)", task.id, error)
-            await interaction.edit_original_response(content=text(locale, "reply.delete_failed"))
+            log.info("Task %s: the result message couldn't be deleted (%s)", entry.task_id, error)
+            await answer(bot, entry, text(locale, "reply.delete_failed"), elsewhere=False)
+            await bot.store.close_interaction(entry.id)
             return
-    await interaction.edit_original_response(content=text(locale, "reply.deleted"))
-    if task.video_path:
+    await answer(bot, entry, text(locale, "reply.deleted"), elsewhere=False)
+    if task is not None and task.video_path:
         await bot.media.remove(task.video_path)
         await bot.store.update(task.id, video_path=None)
+    await bot.store.close_interaction(entry.id)

@@ -2,18 +2,23 @@
 
 Everything here is an ordinary bot message or message edit (never the interaction webhook,
 whose token dies after 15 minutes). Status edits are throttled to one per `EDIT_INTERVAL`
-per task; final states are shown at once. Delivery is exactly once: before posting, the
-bot looks in the target channel for its own message for that task.
+per task; final states are shown at once.
+
+An ending (the video, or the notice of a failure) reaches the user exactly once, whenever the
+process dies: each step is either an edit (the final status: simply done again) or a post
+that is found again before it is repeated — the result or notice by its Details button in
+every place it may have gone (thread, channel, and the DMs once the fall-back was written
+down), the log-channel line by its task number once its start was written down. The engine
+asks again after a restart until the whole ending is done.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +26,8 @@ import discord
 
 from bot.store import Task, TaskState
 from bot.strings import text
-from cogs._buttons import result_view, task_marker
+from cogs._answers import carries_button, find_own_message, open_dm
+from cogs._buttons import notice_view, result_view, task_marker
 from cogs._messages import clip, failure_reason, jump_url, link_guild, status_embed
 
 if TYPE_CHECKING:
@@ -30,8 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EDIT_INTERVAL = 5.0
-HISTORY_LOOKBACK = 500  # messages read after the task finished, looking for its result
-CLOCK_SLACK_SECONDS = 60.0
 MESSAGE_MAX = 2000
 DAY = 86400.0
 
@@ -57,31 +61,29 @@ class DiscordNotifier:
             self._pending[task.id] = asyncio.create_task(self._edit_later(task.id, max(0.0, wait)))
 
     async def deliver(self, task: Task) -> int | None:
-        """Post the video (or its link) for the owner, once; return the message id."""
-        existing = await self._find_delivery(self._target(task), task)
-        if existing is not None:
-            log.info("Task %d was already delivered as message %d", task.id, existing)
-            await self._finish_status(task, existing)
-            return existing
-        message = await self._post_result(task)
-        await self._finish_status(task, message.id)
-        await self._log_line(task, jump_url(link_guild(task), message.channel.id, message.id))
-        return message.id
+        """Post the video (or its link) for the owner, once; return the message id.
+
+        Idempotent: asked again (after a crash, or after a step failed) it finds what is out
+        already and does only the rest — the final status edit and the log-channel line.
+        """
+        message_id, channel_id = await self._ending_message(task, self._post_result)
+        link = jump_url(link_guild(task), channel_id, message_id)
+        await self._finish_status(task, link)
+        await self._log_line(task, link)
+        return message_id
 
     async def failed(self, task: Task) -> None:
-        """Say in the thread why the task ended without a video, and about the quota."""
-        mention = f"<@{task.user_id}>"
-        if task.state is TaskState.TIMED_OUT:
-            minutes = max(1, round((time.time() - task.created_at) / 60))
-            body = text(task.locale, "deliver.timed_out", mention=mention, minutes=minutes)
-        else:
-            body = text(task.locale, "deliver.failed", mention=mention, reason=failure_reason(task))
-        refund = "deliver.refunded" if task.quota_refunded else "deliver.not_refunded"
-        body = f"{body}\n{text(task.locale, refund)}"
+        """Say in the thread why the task ended without a video, and about the quota; once.
+
+        Idempotent like `deliver`. Raises when Discord couldn't take it for now (the engine
+        asks again); a notice no place accepts at all (thread, channel, DMs) is given up.
+        """
         try:
-            await self._send(task, clip(body, 2000))
+            await self._ending_message(task, self._post_notice)
+        except discord.DiscordServerError:
+            raise
         except discord.HTTPException:
-            log.warning("Task %d: couldn't post the failure notice", task.id, exc_info=True)
+            log.warning("Task %d: no place takes the failure notice", task.id, exc_info=True)
         await self._finish_status(task, None)
         await self._log_line(task, None)
 
@@ -109,23 +111,35 @@ class DiscordNotifier:
         self._last_edit[task_id] = time.monotonic()
         await self.edit_status(task, queue_position=position)
 
-    async def _finish_status(self, task: Task, result_message_id: int | None) -> None:
-        """Show the final state at once, whatever the throttle says."""
+    async def _finish_status(self, task: Task, result_link: str | None) -> None:
+        """Show the final state at once, whatever the throttle says.
+
+        Raises when Discord couldn't take the edit for now (a server error or no connection:
+        the ending is asked again); a status message that is gone, or that Discord refuses to
+        edit, is left as it is.
+        """
         pending = self._pending.pop(task.id, None)
         if pending is not None:
             pending.cancel()
         self._latest.pop(task.id, None)
         self._last_edit.pop(task.id, None)
-        final = task
-        link = None
-        if result_message_id is not None:
-            final = replace(task, state=TaskState.DELIVERED)
-            link = jump_url(link_guild(task), task.thread_id or task.channel_id, result_message_id)
-        await self.edit_status(final, result_link=link)
+        final = replace(task, state=TaskState.DELIVERED) if result_link is not None else task
+        try:
+            await self.edit_status(final, result_link=result_link, quietly=False)
+        except discord.DiscordServerError:
+            raise
+        except discord.HTTPException as error:
+            log.info("Task %d: the final status edit was refused (%s)", task.id, error)
 
     async def edit_status(
-        self, task: Task, *, queue_position: int | None = None, result_link: str | None = None
+        self,
+        task: Task,
+        *,
+        queue_position: int | None = None,
+        result_link: str | None = None,
+        quietly: bool = True,
     ) -> None:
+        """Show the task's state on its status message (a failed edit is logged when `quietly`)."""
         if task.status_message_id is None:
             return
         quota_line = await self.quota_line(task)
@@ -138,9 +152,12 @@ class DiscordNotifier:
         try:
             await message.edit(embed=embed)
         except discord.HTTPException as error:
+            if not quietly:
+                raise
             log.info("Task %d: status edit failed (%s)", task.id, error)
 
     async def quota_line(self, task: Task) -> str | None:
+        """The user's quota in words, for the status message."""
         limit = task.options.get("quota_daily")
         if limit is None:
             return text(task.locale, "status.quota_unlimited")
@@ -151,32 +168,52 @@ class DiscordNotifier:
 
     # --- the result ---------------------------------------------------------------------------
 
-    def _target(self, task: Task) -> discord.PartialMessageable:
-        return self.bot.get_partial_messageable(
-            task.thread_id or task.channel_id, guild_id=task.guild_id
-        )
+    async def _ending_message(
+        self, task: Task, post: Callable[[Task], Awaitable[discord.Message]]
+    ) -> tuple[int, int]:
+        """The ending's message (its id, its channel): the one already out, else a new post.
 
-    async def _find_delivery(self, channel: discord.PartialMessageable, task: Task) -> int | None:
-        """The bot's own earlier result message for this task, if a crash hid it from the store."""
+        Its id is stored at once, so a crash after this needs no search.
+        """
         if task.result_message_id is not None:
-            return task.result_message_id
-        me = self.bot.user
+            return task.result_message_id, task.thread_id or task.channel_id
+        found = await self._find_ending(task)
+        if found is not None:
+            log.info("Task %d: its ending is already out as message %d", task.id, found.id)
+        else:
+            found = await post(task)
+        await self.bot.store.update(task.id, result_message_id=found.id)
+        return found.id, found.channel.id
+
+    async def _find_ending(self, task: Task) -> discord.Message | None:
+        """The bot's own earlier result or notice for this task, if a crash hid it from the store.
+
+        Only messages since the task finished can be it: the search starts there, however busy
+        the channel has been since; it looks wherever `_send` may have posted.
+        """
         marker = task_marker(task.id)
-        # Only messages since the task finished can be its result: start there, however busy
-        # the channel has been since.
-        since = (task.finished_at or task.created_at) - CLOCK_SLACK_SECONDS
-        after = discord.Object(id=discord.utils.time_snowflake(datetime.fromtimestamp(since, UTC)))
-        try:
-            async for message in channel.history(limit=HISTORY_LOOKBACK, after=after):
-                if me is not None and message.author.id != me.id:
-                    continue
-                for row in message.components:
-                    for child in getattr(row, "children", ()):
-                        if getattr(child, "custom_id", None) == marker:
-                            return message.id
-        except discord.HTTPException:
-            log.info("Task %d: couldn't read the channel's history", task.id)
+        since = task.finished_at or task.created_at
+        for channel in await self._places(task, with_dm=bool(task.options.get("dm_fallback"))):
+            found = await find_own_message(
+                self.bot, channel, since, lambda message: carries_button(message, marker)
+            )
+            if found is not None:
+                return found
         return None
+
+    async def _places(self, task: Task, *, with_dm: bool) -> list[discord.abc.Messageable]:
+        """Where the task's ending may be: its thread, its channel, and (with_dm) the DMs."""
+        ids = dict.fromkeys(c for c in (task.thread_id, task.channel_id) if c is not None)
+        places: list[discord.abc.Messageable] = [
+            self.bot.get_partial_messageable(channel_id, guild_id=task.guild_id)
+            for channel_id in ids
+        ]
+        if with_dm:
+            try:
+                places.append(await open_dm(self.bot, task.user_id))
+            except discord.HTTPException:
+                log.info("Task %d: the owner's DMs can't be opened", task.id)
+        return places
 
     async def _send(
         self,
@@ -206,11 +243,13 @@ class DiscordNotifier:
                 )
                 refused = error
         try:
-            dm = await (await self.bot.fetch_user(task.user_id)).create_dm()
+            dm = await open_dm(self.bot, task.user_id)
         except discord.HTTPException:
             if refused is not None:
                 raise refused from None
             raise
+        if not task.options.get("dm_fallback"):  # written before the post, so it is looked for
+            await self.bot.store.update(task.id, options={**task.options, "dm_fallback": True})
         return await self._post(dm, task, content, view, video)
 
     @staticmethod
@@ -271,25 +310,58 @@ class DiscordNotifier:
             body = f"{mention} {task.video_url}"  # never cut a link in half
         return await self._send(task, clip(body, MESSAGE_MAX), view=view)
 
+    async def _post_notice(self, task: Task) -> discord.Message:
+        """The failure notice: why, and about the quota; its Details button marks it."""
+        mention = f"<@{task.user_id}>"
+        if task.state is TaskState.TIMED_OUT:
+            minutes = max(1, round(((task.finished_at or time.time()) - task.created_at) / 60))
+            body = text(task.locale, "deliver.timed_out", mention=mention, minutes=minutes)
+        else:
+            body = text(task.locale, "deliver.failed", mention=mention, reason=failure_reason(task))
+        refund = "deliver.refunded" if task.quota_refunded else "deliver.not_refunded"
+        body = f"{body}\n{text(task.locale, refund)}"
+        return await self._send(task, clip(body, MESSAGE_MAX), view=notice_view(task))
+
     async def _log_line(self, task: Task, link: str | None) -> None:
-        """One line per finished task in the guild's log channel, when one is set."""
-        if task.guild_id is None:
+        """One line per finished task in the guild's log channel, when one is set; once.
+
+        `log_started_at` is written before the post and `log_message_id` after it, so only a
+        post a crash may have hidden is looked for (by its task number) before posting again.
+        """
+        if task.guild_id is None or task.log_message_id is not None:
             return
-        with contextlib.suppress(Exception):
-            settings = await self.bot.store.get_guild_settings(task.guild_id)
-            if settings.log_channel_id is None:
-                return
-            state = TaskState.DELIVERED if link else task.state
-            line = text(
-                task.locale,
-                "log.line",
-                task_id=task.id,
-                user=f"<@{task.user_id}>",
-                state=state.value,
-                prompt=clip(task.prompt, 200),
-                link=f" · {link}" if link else "",
-            )
-            await self.bot.get_partial_messageable(settings.log_channel_id).send(clip(line, 2000))
+        settings = await self.bot.store.get_guild_settings(task.guild_id)
+        if settings.log_channel_id is None:
+            return
+        channel = self.bot.get_partial_messageable(settings.log_channel_id, guild_id=task.guild_id)
+        state = TaskState.DELIVERED if link else task.state
+        line = text(
+            task.locale,
+            "log.line",
+            task_id=task.id,
+            user=f"<@{task.user_id}>",
+            state=state.value,
+            prompt=clip(task.prompt, 200),
+            link=f" · {link}" if link else "",
+        )
+        prefix = f"#{task.id} · "
+        try:
+            if task.log_started_at is not None:
+                found = await find_own_message(
+                    self.bot, channel, task.log_started_at, lambda m: m.content.startswith(prefix)
+                )
+                if found is not None:
+                    await self.bot.store.update(task.id, log_message_id=found.id)
+                    return
+            else:
+                await self.bot.store.update(task.id, log_started_at=time.time())
+            message = await channel.send(clip(line, MESSAGE_MAX))
+        except discord.DiscordServerError:
+            raise  # for now: the ending is asked again
+        except discord.HTTPException as error:
+            log.info("Task %d: no line in the log channel (%s)", task.id, error)
+            return
+        await self.bot.store.update(task.id, log_message_id=message.id)
 
 
 def _megabytes(size: int) -> str:

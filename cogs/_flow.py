@@ -1,16 +1,25 @@
-"""One video request, from a deferred interaction to a queued task with its status message.
+"""One video request, from an acknowledged interaction to a queued task with its status message.
 
-Shared by `/video`, the "Make a video" context menu and the Regenerate button:
-options → permissions → images (intake, or the kept inputs) → blocked words → quota (one
-atomic reservation with the insert) → status message and thread → the engine's queue.
-Anything refused before the reservation is an ephemeral reply that says what to fix.
+Shared by `/video`, the "Make a video" form and the Regenerate button. `start_video` defers the
+interaction and records the request at once (an open interaction: who, where, the token and its
+expiry, the attachments' links and the options — never the image bytes); `run_video` then takes
+the record through options → images (intake, or the kept inputs) → blocked words → quota (one
+atomic reservation with the insert, linked to the record) → status message and thread (handed
+over to the engine with the record's next stage, in one transaction) → the answer, after which
+the record is closed. Each stage is written before the step it announces.
+
+So a killed process loses no request: `recover` runs at start-up and takes every open record on
+from its stage — the intake resumes while the token is valid and the attachments can be fetched
+(the user gets the one answer they were waiting for), and otherwise the user is told in the
+channel, or the DMs, that the request was interrupted and nothing was counted. Anything refused
+before the reservation is a private answer that says what to fix.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,9 +30,19 @@ from bot.engine import new_callback_token
 from bot.images import AttachmentRef, ImageIntakeError, prepare_images
 from bot.kling.models import MAX_NEGATIVE_PROMPT, MAX_PROMPT
 from bot.quota import QuotaExceeded, find_blocked_word, resolve_limits
-from bot.store import GuildSettings, NewTask, Task, TaskState, new_external_task_id
+from bot.store import (
+    GuildSettings,
+    IntakeStage,
+    InteractionKind,
+    NewTask,
+    OpenInteraction,
+    Task,
+    TaskState,
+    new_external_task_id,
+)
 from bot.strings import image_templates, text
-from cogs._messages import clip, describe_error, jump_url, link_guild, status_embed
+from cogs._answers import acknowledge, answer, find_own_message, open_dm, tell_user, token_alive
+from cogs._messages import clip, describe_error, jump_url, link_guild, status_embed, timestamp
 
 if TYPE_CHECKING:
     from bot.app import KlingBot
@@ -34,11 +53,17 @@ DURATIONS = ("5", "10")
 MODES = ("std", "pro")
 ASPECT_RATIOS = ("16:9", "9:16", "1:1")
 THREAD_NAME_MAX = 100
+THREAD_EXISTS = 160004  # Discord: "A thread has already been created for this message"
+#: An intake is resumed after a restart only while its token answers for this much longer.
+RESUME_MARGIN_SECONDS = 60.0
+#: Why a task ended in its intake (kept in its status_message, so a restart says it again).
+CANNOT_POST = "the status message can't be posted"
+BROKE_IN_INTAKE = "the request broke after its reservation"
 
 
 @dataclass
 class VideoRequest:
-    """What the user asked for: images (attachments, or kept inputs) and options."""
+    """What the user asked for: images (attachments, or a task's kept inputs) and options."""
 
     prompt: str
     duration: str | None = None
@@ -47,7 +72,7 @@ class VideoRequest:
     negative_prompt: str | None = None
     cfg_scale: float | None = None
     attachments: list[AttachmentRef] = field(default_factory=list)
-    kept_inputs: list[tuple[str, bytes]] | None = None  # (format, bytes), for Regenerate
+    source_task_id: int | None = None  # Regenerate: the task whose kept inputs are used
     image_names: list[str] = field(default_factory=list)
 
     def problems(self, locale: str) -> list[str]:
@@ -86,8 +111,19 @@ class VideoRequest:
         }
         return {key: value for key, value in values.items() if value is not None}
 
+    def to_payload(self) -> dict[str, Any]:
+        """The request as JSON-ready data, for its record."""
+        return asdict(self)
 
-def attachment_refs(attachments: Sequence[discord.Attachment]) -> list[AttachmentRef]:
+    @classmethod
+    def from_payload(cls, data: dict[str, Any]) -> VideoRequest:
+        """The request back from its record."""
+        values = dict(data)
+        values["attachments"] = [AttachmentRef(**ref) for ref in values.get("attachments", [])]
+        return cls(**values)
+
+
+def attachment_refs(attachments: list[discord.Attachment]) -> list[AttachmentRef]:
     """What intake needs to know of Discord attachments."""
     return [
         AttachmentRef(
@@ -128,105 +164,212 @@ def can_open_thread(interaction: discord.Interaction[Any]) -> bool:
     )
 
 
-async def reply(interaction: discord.Interaction[Any], content: str) -> None:
-    """Answer the deferred interaction privately (the first answer edits the 'thinking')."""
-    content = clip(content, 2000)
-    try:
-        if interaction.response.is_done():
-            await interaction.edit_original_response(content=content, embed=None, view=None)
-        else:
-            await interaction.response.send_message(content, ephemeral=True)
-    except discord.HTTPException:
-        log.warning("Couldn't answer interaction %s", interaction.id, exc_info=True)
+def video_payload(interaction: discord.Interaction[Any], request: VideoRequest) -> dict[str, Any]:
+    """Everything the request needs of the interaction, read before any I/O, for its record."""
+    missing = missing_permissions(interaction)
+    where = "dm" if missing else ("thread" if can_open_thread(interaction) else "channel")
+    return {
+        "request": request.to_payload(),
+        "roles": [role.id for role in getattr(interaction.user, "roles", [])],
+        "upload_limit": interaction.filesize_limit,
+        "where": where,
+        "missing": missing,
+    }
 
 
 async def start_video(interaction: discord.Interaction[Any], request: VideoRequest) -> Task | None:
-    """Run one request after the defer; every refusal is an ephemeral reply, nothing reserved."""
-    bot: KlingBot = interaction.client
-    locale = str(interaction.locale)
+    """Acknowledge a video request (record it), then run it; every refusal is private."""
+    entry = await acknowledge(
+        interaction,
+        InteractionKind.VIDEO,
+        video_payload(interaction, request),
+        external_task_id=new_external_task_id(),
+    )
+    if entry is None:
+        return None
+    return await run_video(interaction.client, entry)
+
+
+async def regenerate(interaction: discord.Interaction[Any], original: Task) -> None:
+    """Start the same request again from the kept inputs; it counts against the quota."""
+    options = original.options
+    request = VideoRequest(
+        prompt=original.prompt,
+        duration=options.get("duration"),
+        mode=options.get("mode"),
+        aspect_ratio=options.get("aspect_ratio"),
+        negative_prompt=options.get("negative_prompt"),
+        cfg_scale=options.get("cfg_scale"),
+        source_task_id=original.id,
+        image_names=list(options.get("image_names") or []),
+    )
+    await start_video(interaction, request)
+
+
+async def run_video(bot: KlingBot, entry: OpenInteraction) -> Task | None:
+    """Take a recorded request on from its stage to its answer (live, or after a restart)."""
+    locale = entry.locale
+    stage = entry.stage
     task: Task | None = None
     try:
-        problems = request.problems(locale)
-        if problems:
-            await reply(interaction, "\n".join(problems))
-            return None
-        missing = missing_permissions(interaction)
-        where = "dm" if missing else ("thread" if can_open_thread(interaction) else "channel")
-        guild_settings = (
-            await bot.store.get_guild_settings(interaction.guild_id)
-            if interaction.guild_id
-            else None
-        )
-        if guild_settings is not None:
-            refusal = _guild_refusal(locale, guild_settings, interaction.user.id, request.prompt)
-            if refusal is not None:
-                await reply(interaction, refusal)
+        if entry.task_id is not None:
+            task = await bot.store.get(entry.task_id)
+        if task is None:
+            task = await _reserve(bot, entry, VideoRequest.from_payload(entry.payload["request"]))
+            if task is None:
                 return None
-        inputs, image_urls, changes = await _collect_inputs(bot, request, locale)
-
-        roles = [role.id for role in getattr(interaction.user, "roles", [])]
-        limits = resolve_limits(bot.settings, guild_settings, roles, interaction.user.id)
-        external_id = new_external_task_id()
-        folder = await bot.media.save_inputs(external_id, inputs)
-        options: dict[str, Any] = {
-            **request.options(),
-            "image_names": request.image_names,
-            "result_where": where,
-            "quota_daily": None if limits.exempt else limits.daily_per_user,
-        }
-        if image_urls and len(image_urls) == len(inputs):
-            options["image_urls"] = image_urls
-        assert interaction.channel_id is not None
-        try:
-            task = await bot.store.reserve(
-                NewTask(
-                    user_id=interaction.user.id,
-                    guild_id=interaction.guild_id,
-                    channel_id=interaction.channel_id,
-                    locale=locale,
-                    prompt=request.prompt.strip(),
-                    options=options,
-                    image_count=len(inputs),
-                    input_dir=str(folder),
-                    upload_limit=interaction.filesize_limit,
-                    callback_token=new_callback_token(),
-                    external_task_id=external_id,
-                ),
-                limits,
-            )
-        except QuotaExceeded:
-            await bot.media.remove(folder)
-            raise
-        try:
-            task = await _post_status(interaction, task)
-        except CannotPost:
-            if missing:
-                refusal = text(locale, "reply.missing_permissions", permissions=", ".join(missing))
-            else:
-                refusal = text(locale, "reply.cannot_post")
-            await reply(interaction, refusal)
-            return None
-        bot.engine.enqueue(task)
-        assert task.status_message_id is not None
-        link = jump_url(link_guild(task), task.channel_id, task.status_message_id)
-        answer = text(locale, "reply.accepted", link=link)
-        if where == "dm":
-            answer += "\n" + text(locale, "status.result_in_dm")
-        if changes:
-            answer += "\n" + text(
-                locale, "reply.accepted_changes", changes="\n".join(f"• {c}" for c in changes)
-            )
-        await reply(interaction, answer)
+            stage = IntakeStage.RESERVED
+        if stage is IntakeStage.RESERVED:
+            if task.state is not TaskState.QUEUED:  # the intake ended it before a crash
+                await _finish(bot, entry, _intake_failure(entry, task))
+                return None
+            try:
+                task = await _post_status(
+                    bot, entry, task, look_first=entry.stage is IntakeStage.RESERVED
+                )
+            except CannotPost:
+                ended = await bot.store.get(task.id)
+                await _finish(bot, entry, _intake_failure(entry, ended or task))
+                return None
+            stage = IntakeStage.STARTED
+            bot.engine.enqueue(task)
+        await _finish(bot, entry, _accepted(entry, task), elsewhere=False)
         return task
     except (ImageIntakeError, QuotaExceeded) as error:
-        await reply(interaction, describe_error(locale, error))
+        await _finish(bot, entry, describe_error(locale, error))
+        return None
+    except InputsGone:
+        await _finish(bot, entry, text(locale, "reply.inputs_gone"))
         return None
     except Exception as error:
         log.exception("Video request failed (task %s)", task.id if task else "none")
-        if task is not None:
+        if task is not None and stage is IntakeStage.RESERVED:
             await _abandon(bot, task)
-        await reply(interaction, describe_error(locale, error, task.id if task else None))
+        await _finish(bot, entry, describe_error(locale, error, task.id if task else None))
         return None
+
+
+async def recover(bot: KlingBot) -> None:
+    """Answer every interaction a killed process acknowledged and left open (at start-up).
+
+    A video request resumes where it stopped while its token is valid; one that never got
+    its task and whose token is (nearly) gone is told it was interrupted and that nothing was
+    counted. A Delete press is carried out again (each of its steps can be repeated).
+    """
+    await bot.wait_until_ready()  # threads are opened on messages of known guilds
+    entries = await bot.store.open_interactions()
+    if entries:
+        log.info("Answering %d request(s) a previous run left open", len(entries))
+    await asyncio.gather(*(_recover_one(bot, entry) for entry in entries))
+
+
+async def _recover_one(bot: KlingBot, entry: OpenInteraction) -> None:
+    try:
+        if entry.kind is InteractionKind.DELETE:
+            from cogs._buttons import run_delete  # the buttons start the flow
+
+            await run_delete(bot, entry, resumed=True)
+        elif entry.stage is IntakeStage.RECEIVED and not token_alive(entry, RESUME_MARGIN_SECONDS):
+            mention = f"<@{entry.user_id}>"
+            when = timestamp(entry.created_at)
+            await tell_user(
+                bot, entry, text(entry.locale, "reply.interrupted", mention=mention, when=when)
+            )
+            await bot.store.close_interaction(entry.id)
+        else:
+            await run_video(bot, entry)
+    except Exception:
+        log.exception("Request %d couldn't be answered after the restart", entry.interaction_id)
+
+
+async def _finish(
+    bot: KlingBot, entry: OpenInteraction, content: str, *, elsewhere: bool = True
+) -> None:
+    """Give the request its answer, then close its record (in that order: an answer said
+    twice is one edit; a record closed first could lose the answer)."""
+    await answer(bot, entry, content, elsewhere=elsewhere)
+    try:
+        await bot.store.close_interaction(entry.id)
+    except Exception:
+        log.exception("Request %d couldn't be closed", entry.interaction_id)
+
+
+def _accepted(entry: OpenInteraction, task: Task) -> str:
+    """The answer to a request that became a task: where to follow it, what was adjusted."""
+    locale = entry.locale
+    assert task.status_message_id is not None
+    link = jump_url(link_guild(task), task.channel_id, task.status_message_id)
+    reply = text(locale, "reply.accepted", link=link)
+    if task.options.get("result_where") == "dm":
+        reply += "\n" + text(locale, "status.result_in_dm")
+    changes = task.options.get("image_changes") or []
+    if changes:
+        reply += "\n" + text(
+            locale, "reply.accepted_changes", changes="\n".join(f"• {c}" for c in changes)
+        )
+    return reply
+
+
+def _intake_failure(entry: OpenInteraction, task: Task) -> str:
+    """Why a request whose task ended in its intake didn't start (nothing was counted)."""
+    locale = entry.locale
+    if task.status_message != CANNOT_POST:
+        return text(locale, "reply.unexpected", task_id=task.id)
+    missing = entry.payload.get("missing") or []
+    if missing:
+        return text(locale, "reply.missing_permissions", permissions=", ".join(missing))
+    return text(locale, "reply.cannot_post")
+
+
+async def _reserve(bot: KlingBot, entry: OpenInteraction, request: VideoRequest) -> Task | None:
+    """Check the request, take in its images and reserve its task; None when refused (told)."""
+    locale = entry.locale
+    problems = request.problems(locale)
+    if problems:
+        await _finish(bot, entry, "\n".join(problems))
+        return None
+    guild_settings = await bot.store.get_guild_settings(entry.guild_id) if entry.guild_id else None
+    if guild_settings is not None:
+        refusal = _guild_refusal(locale, guild_settings, entry.user_id, request.prompt)
+        if refusal is not None:
+            await _finish(bot, entry, refusal)
+            return None
+    inputs, image_urls, changes = await _collect_inputs(bot, request, locale)
+    roles = list(entry.payload.get("roles") or [])
+    limits = resolve_limits(bot.settings, guild_settings, roles, entry.user_id)
+    assert entry.external_task_id is not None
+    folder = await bot.media.save_inputs(entry.external_task_id, inputs)
+    options: dict[str, Any] = {
+        **request.options(),
+        "image_names": request.image_names,
+        "result_where": entry.payload["where"],
+        "quota_daily": None if limits.exempt else limits.daily_per_user,
+    }
+    if image_urls and len(image_urls) == len(inputs):
+        options["image_urls"] = image_urls
+    if changes:
+        options["image_changes"] = changes
+    try:
+        return await bot.store.reserve(
+            NewTask(
+                user_id=entry.user_id,
+                guild_id=entry.guild_id,
+                channel_id=entry.channel_id,
+                locale=locale,
+                prompt=request.prompt.strip(),
+                options=options,
+                image_count=len(inputs),
+                input_dir=str(folder),
+                upload_limit=int(entry.payload["upload_limit"]),
+                callback_token=new_callback_token(),
+                external_task_id=entry.external_task_id,
+            ),
+            limits,
+            interaction=entry.id,
+        )
+    except QuotaExceeded:
+        await bot.media.remove(folder)
+        raise
 
 
 def _guild_refusal(locale: str, settings: GuildSettings, user_id: int, prompt: str) -> str | None:
@@ -239,12 +382,16 @@ def _guild_refusal(locale: str, settings: GuildSettings, user_id: int, prompt: s
     return None
 
 
+class InputsGone(Exception):
+    """Regenerate: the original images are no longer kept."""
+
+
 async def _collect_inputs(
     bot: KlingBot, request: VideoRequest, locale: str
 ) -> tuple[list[tuple[str, bytes]], list[str], list[str]]:
     """The images to send as (format, bytes), Discord links usable instead, and auto-fixes made."""
-    if request.kept_inputs is not None:
-        return request.kept_inputs, [], []
+    if request.source_task_id is not None:
+        return await _kept_inputs(bot, request.source_task_id), [], []
     images = await prepare_images(
         bot.session,
         request.attachments,
@@ -261,13 +408,31 @@ async def _collect_inputs(
     return [(image.format, image.data) for image in images], urls, changes
 
 
+async def _kept_inputs(bot: KlingBot, task_id: int) -> list[tuple[str, bytes]]:
+    """A task's kept input images as (format, bytes); raises `InputsGone` without them."""
+    original = await bot.store.get(task_id)
+    if original is None or original.inputs_removed_at is not None or not original.input_dir:
+        raise InputsGone
+    try:
+        datas = await bot.media.load_inputs(Path(original.input_dir))
+    except OSError:
+        datas = []
+    if len(datas) < 2:
+        raise InputsGone
+    return [("PNG" if data.startswith(b"\x89PNG") else "JPEG", data) for data in datas]
+
+
 async def _abandon(bot: KlingBot, task: Task) -> None:
     """A request that broke after its reservation: end it and give the quota back."""
     try:
         current = await bot.store.get(task.id)
         if current is not None and current.state is TaskState.QUEUED:
             await bot.store.transition(
-                task.id, TaskState.FAILED, expect=TaskState.QUEUED, error_code="not_submitted"
+                task.id,
+                TaskState.FAILED,
+                expect=TaskState.QUEUED,
+                error_code="not_submitted",
+                status_message=BROKE_IN_INTAKE,
             )
             await bot.store.refund(task.id)
     except Exception:
@@ -278,44 +443,65 @@ class CannotPost(Exception):
     """Neither the channel nor the user's DMs take the status message; nothing was started."""
 
 
-async def _post_status(interaction: discord.Interaction[Any], task: Task) -> Task:
-    """Post the public status message where the result will go, open its thread, remember both.
+async def _post_status(
+    bot: KlingBot, entry: OpenInteraction, task: Task, *, look_first: bool
+) -> Task:
+    """Post the public status message where the result will go, open its thread, and hand the
+    task over to the engine with both recorded.
 
     The result goes to a thread on the status message when the bot may open one, else to the
-    channel, else (no permission to post there at all) to the user's DMs.
+    channel, else (no permission to post there at all) to the user's DMs. With `look_first`
+    (a run was killed after the reservation) the message that run may have posted is looked
+    for first, and a thread it opened is taken as it is.
     """
-    bot: KlingBot = interaction.client
     where = task.options.get("result_where")
-    channel: discord.abc.Messageable = bot.get_partial_messageable(
-        task.channel_id, guild_id=task.guild_id
-    )
     quota_line = await bot.notifier.quota_line(task)
     position = bot.engine.next_queue_position()
+    message: discord.Message | None = None
     try:
+        channel: discord.abc.Messageable
         if where == "dm":
-            channel = await interaction.user.create_dm()
-        message = await channel.send(
-            embed=status_embed(task, queue_position=position, quota_line=quota_line)
-        )
+            channel = await open_dm(bot, entry.user_id)
+        else:
+            channel = bot.get_partial_messageable(task.channel_id, guild_id=task.guild_id)
+        if look_first:
+            title = text(task.locale, "status.title", task_id=task.id)
+            message = await find_own_message(
+                bot, channel, task.created_at, lambda m: any(e.title == title for e in m.embeds)
+            )
+        if message is None:
+            message = await channel.send(
+                embed=status_embed(task, queue_position=position, quota_line=quota_line)
+            )
     except discord.HTTPException as error:
         log.info("Task %d: the status message can't be posted (%s)", task.id, error)
         await bot.store.transition(
-            task.id, TaskState.FAILED, expect=TaskState.QUEUED, error_code="not_submitted"
+            task.id,
+            TaskState.FAILED,
+            expect=TaskState.QUEUED,
+            error_code="not_submitted",
+            status_message=CANNOT_POST,
         )
         await bot.store.refund(task.id)
         raise CannotPost from None
     thread_id: int | None = None
-    if where == "thread":
+    if where == "thread" and message.flags.has_thread:  # opened before a crash
+        thread_id = message.id  # a thread made from a message has the message's id
+    elif where == "thread":
         name = text(task.locale, "status.thread_name", task_id=task.id, prompt=task.prompt)
         try:
             thread = await message.create_thread(name=clip(name, THREAD_NAME_MAX))
             thread_id = thread.id
         except discord.HTTPException as error:
-            log.info("Task %d: no thread (%s); the result goes to the channel", task.id, error)
+            if error.code == THREAD_EXISTS:  # opened before a crash: a thread has its message's id
+                thread_id = message.id
+            else:
+                log.info("Task %d: no thread (%s); the result goes to the channel", task.id, error)
     options = dict(task.options)
     if where == "thread" and thread_id is None:
         options["result_where"] = "channel"
-    task = await bot.store.update(
+    task = await bot.store.hand_over(
+        entry.id,
         task.id,
         channel_id=message.channel.id,
         status_message_id=message.id,
@@ -325,33 +511,3 @@ async def _post_status(interaction: discord.Interaction[Any], task: Task) -> Tas
     if where == "thread" and thread_id is None:
         await bot.notifier.edit_status(task, queue_position=position)
     return task
-
-
-async def regenerate(interaction: discord.Interaction[Any], original: Task) -> None:
-    """Start the same request again from the kept inputs; it counts against the quota."""
-    bot: KlingBot = interaction.client
-    locale = str(interaction.locale)
-    await interaction.response.defer(ephemeral=True, thinking=True)
-    folder = Path(original.input_dir)
-    inputs: list[tuple[str, bytes]] = []
-    if original.inputs_removed_at is None and original.input_dir:
-        try:
-            datas = await bot.media.load_inputs(folder)
-        except OSError:
-            datas = []
-        inputs = [("PNG" if data.startswith(b"\x89PNG") else "JPEG", data) for data in datas]
-    if len(inputs) < 2:
-        await reply(interaction, text(locale, "reply.inputs_gone"))
-        return
-    options = original.options
-    request = VideoRequest(
-        prompt=original.prompt,
-        duration=options.get("duration"),
-        mode=options.get("mode"),
-        aspect_ratio=options.get("aspect_ratio"),
-        negative_prompt=options.get("negative_prompt"),
-        cfg_scale=options.get("cfg_scale"),
-        kept_inputs=inputs,
-        image_names=list(options.get("image_names") or []),
-    )
-    await start_video(interaction, request)

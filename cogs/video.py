@@ -76,8 +76,7 @@ class VideoModal(discord.ui.Modal):
             self.add_item(item)
 
     async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
-        """Defer, then the same flow as /video."""
-        await interaction.response.defer(ephemeral=True, thinking=True)
+        """The same flow as /video (which acknowledges the form first)."""
         request = VideoRequest(
             prompt=self.prompt.value,
             duration=(self.duration.value or "5").strip(),
@@ -162,8 +161,7 @@ class VideoCog(commands.Cog):
         negative_prompt: app_commands.Range[str, 1, 200] | None = None,
         cfg_scale: app_commands.Range[float, 0.0, 1.0] | None = None,
     ) -> None:
-        """Make a video from 2–4 attached images and a prompt."""
-        await interaction.response.defer(ephemeral=True, thinking=True)  # always first
+        """Make a video from 2–4 attached images and a prompt (acknowledged first, at once)."""
         attachments = [a for a in (image1, image2, image3, image4) if a is not None]
         request = VideoRequest(
             prompt=prompt,

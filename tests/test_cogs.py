@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 
@@ -10,11 +11,12 @@ import pytest
 from bot.app import KlingBot, extension_names
 from bot.config import load_settings
 from bot.engine import FailureReason
-from bot.images import ImageIntakeError, ImageProblem
+from bot.images import AttachmentRef, ImageIntakeError, ImageProblem
 from bot.quota import QuotaExceeded, QuotaKind
 from bot.store import Task, TaskState
 from bot.strings import EN, NL, NL_IMAGES, PROBLEM_TEXT, text
-from cogs._buttons import TaskButton, result_view, task_marker
+from cogs._buttons import TaskButton, notice_view, result_view, task_marker
+from cogs._flow import VideoRequest
 from cogs._messages import describe_error, failure_reason, status_embed
 from cogs._translator import KlingTranslator
 
@@ -145,3 +147,30 @@ def test_result_buttons_keep_their_state_in_the_custom_id() -> None:
     assert task_marker(7) in ids
     assert all(len(i) <= 100 for i in ids)
     assert TaskButton.__discord_ui_compiled_template__.fullmatch("kling:delete:7")  # type: ignore[attr-defined]
+
+
+def test_a_failure_notice_is_marked_as_its_tasks_by_its_details_button() -> None:
+    view = notice_view(make_task(locale="en-US", state=TaskState.FAILED))
+    assert [item.custom_id for item in view.children] == [task_marker(7)]  # type: ignore[attr-defined]
+
+
+def test_a_recorded_request_comes_back_as_it_was_asked() -> None:
+    """What is recorded at the acknowledgement is all a restart has: nothing may be lost."""
+    request = VideoRequest(
+        prompt="two cats dance",
+        duration="10",
+        mode="pro",
+        aspect_ratio="9:16",
+        negative_prompt="blur",
+        cfg_scale=0.4,
+        attachments=[
+            AttachmentRef(
+                1, "a.png", "https://cdn.example/a.png?ex=1", 1234, "image/png", 400, 500
+            ),
+            AttachmentRef(2, "b.jpg", "https://cdn.example/b.jpg?ex=1", None, None, None, None),
+        ],
+    )
+    payload = json.loads(json.dumps(request.to_payload()))  # as stored: JSON, no bytes
+    assert VideoRequest.from_payload(payload) == request
+    regenerate = VideoRequest(prompt="again", source_task_id=7, image_names=["a.png", "b.png"])
+    assert VideoRequest.from_payload(json.loads(json.dumps(regenerate.to_payload()))) == regenerate

@@ -8,7 +8,7 @@ import itertools
 import random
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import aiohttp
@@ -47,6 +47,7 @@ class RecordingNotifier:
     delivered: list[Task] = field(default_factory=list)
     failures: list[Task] = field(default_factory=list)
     fail_deliveries: int = 0
+    fail_notices: int = 0
     events: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def progress(self, task: Task, queue_position: int | None) -> None:
@@ -64,6 +65,9 @@ class RecordingNotifier:
         return 9000 + task.id
 
     async def failed(self, task: Task) -> None:
+        if self.fail_notices > 0:
+            self.fail_notices -= 1
+            raise RuntimeError("Discord is down")
         self.failures.append(task)
         async with self.events:
             self.events.notify_all()
@@ -129,6 +133,11 @@ class World:
     async def until_queries(self, count: int, timeout: float = 10.0) -> None:
         async with asyncio.timeout(timeout):
             while len(self.api.queries) < count:
+                await asyncio.sleep(0.01)
+
+    async def until_state(self, task: Task, state: TaskState, timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while (await self.state(task)).state is not state:
                 await asyncio.sleep(0.01)
 
     async def state(self, task: Task) -> Task:
@@ -438,6 +447,54 @@ async def test_stop_then_start_loses_nothing(world: World) -> None:
         lambda: len({t.id for t in world.notifier.delivered}) == 4, timeout=20
     )
     assert len(world.api.tasks) == 4, "no task created twice"
+
+
+async def test_a_failure_counts_as_told_only_once_its_notice_is_out(world: World) -> None:
+    world.api.outcome = "failed"
+    world.notifier.fail_notices = 2
+    engine = await world.engine()
+    task = await world.new_task(engine)
+    await world.until_state(task, TaskState.FAILED)
+    assert not (await world.state(task)).is_told, "the notice failed: not told yet"
+    await world.notifier.wait(lambda: len(world.notifier.failures) == 1, timeout=15)
+    await asyncio.sleep(0.05)
+    told = await world.state(task)
+    assert told.is_told and told.quota_refunded
+    assert len(world.notifier.failures) == 1, "told once"
+
+
+async def test_restart_tells_an_ending_whose_notice_never_went_out(world: World) -> None:
+    """The process died between the failed state and its notice (and before the refund)."""
+    failed = await world.new_task()
+    await world.store.transition(failed.id, TaskState.SUBMITTING)
+    await world.store.transition(failed.id, TaskState.FAILED, error_code="provider_failed")
+    timed_out = await world.new_task()
+    await world.store.transition(timed_out.id, TaskState.SUBMITTING)
+    await world.store.transition(timed_out.id, TaskState.SUBMITTED, kling_task_id="k-1")
+    await world.store.transition(timed_out.id, TaskState.TIMED_OUT, error_code="timed_out")
+    told = await world.new_task()
+    await world.store.transition(told.id, TaskState.FAILED, notified_at=1.0)
+    await world.engine()
+    await world.notifier.wait(lambda: len(world.notifier.failures) == 2)
+    await asyncio.sleep(0.1)
+    by_id = {t.id: t for t in world.notifier.failures}
+    assert set(by_id) == {failed.id, timed_out.id}, "the told one isn't told again"
+    assert by_id[failed.id].quota_refunded, "the refund the crash cut off is made before telling"
+    assert not by_id[timed_out.id].quota_refunded, "timed out at the provider: it counts"
+    assert (await world.state(failed)).is_told and (await world.state(timed_out)).is_told
+    assert world.api.requests == [], "an ended task is never sent or polled again"
+
+
+async def test_enqueue_leaves_a_task_it_already_tracks_alone(world: World) -> None:
+    world.api.finish_after = 1000
+    engine = await world.engine()
+    task = await world.new_task(engine)
+    await world.until_state(task, TaskState.SUBMITTED)
+    engine.enqueue(await world.state(task))  # e.g. an intake finishing after a restart
+    engine.enqueue(replace(task, state=TaskState.QUEUED))
+    assert engine.queue_position(task.id) is None
+    await asyncio.sleep(0.3)
+    assert len(world.api.submits) == 1 and len(world.api.queries) >= 2, "still polled"
 
 
 # --- callbacks ---------------------------------------------------------------------------

@@ -22,9 +22,13 @@ from bot.store import (
     MIGRATIONS,
     SCHEMA_VERSION,
     TERMINAL,
+    IntakeStage,
+    InteractionKind,
     MigrationError,
+    NewOpenInteraction,
     NewTask,
     StaleTransition,
+    StoreError,
     TaskNotFound,
     TaskState,
     TaskStore,
@@ -234,6 +238,86 @@ async def test_usage_summary_and_retention(store: TaskStore, clock: Clock) -> No
     assert len(await store.unfinished()) == 2
 
 
+async def test_endings_are_unfinished_until_told(store: TaskStore) -> None:
+    """A failure counts as done for the engine only once its notice is out; a video at once."""
+    failed = await store.reserve(new_task(), UNLIMITED)
+    delivered = await store.reserve(new_task(), UNLIMITED)
+    await store.transition(failed.id, TaskState.FAILED)
+    moved = await store.transition(delivered.id, TaskState.DELIVERED)
+    assert moved.is_told
+    assert [t.id for t in await store.unfinished()] == [failed.id]
+    await store.update(failed.id, notified_at=5.0)
+    assert await store.unfinished() == []
+
+
+def new_interaction(interaction_id: int = 9001, **kw: Any) -> NewOpenInteraction:
+    """A valid acknowledged /video interaction."""
+    values: dict[str, Any] = {
+        "interaction_id": interaction_id,
+        "kind": InteractionKind.VIDEO,
+        "application_id": 42,
+        "token": "secret-interaction-token",
+        "token_expires_at": 1_700_000_900.0,
+        "user_id": 1,
+        "guild_id": 100,
+        "channel_id": 200,
+        "locale": "en-US",
+        "payload": {"request": {"prompt": "p"}},
+        "external_task_id": f"kvb-{interaction_id}",
+    }
+    values.update(kw)
+    return NewOpenInteraction(**values)
+
+
+async def test_an_interaction_is_recorded_once_and_its_token_never_printed(
+    store: TaskStore,
+) -> None:
+    first = await store.open_interaction(new_interaction())
+    again = await store.open_interaction(new_interaction(payload={"other": True}))
+    assert again == first and first.stage is IntakeStage.RECEIVED and first.task_id is None
+    assert first.payload == {"request": {"prompt": "p"}}
+    assert "secret-interaction-token" not in repr(first)
+    assert [i.id for i in await store.open_interactions()] == [first.id]
+
+
+async def test_a_reservation_links_its_interaction_and_the_engine_waits_for_the_hand_over(
+    store: TaskStore,
+) -> None:
+    entry = await store.open_interaction(new_interaction())
+    task = await store.reserve(new_task(), UNLIMITED, interaction=entry.id)
+    reserved = await store.get_open_interaction(entry.id)
+    assert reserved is not None and reserved.stage is IntakeStage.RESERVED
+    assert reserved.task_id == task.id
+    assert await store.unfinished() == [], "the intake owns its task until the hand-over"
+    with pytest.raises(StoreError):  # one request never reserves twice
+        await store.reserve(new_task(), UNLIMITED, interaction=entry.id)
+    assert await store.counts_by_state() == {**dict.fromkeys(TaskState, 0), TaskState.QUEUED: 1}
+    started = await store.hand_over(entry.id, task.id, status_message_id=77, thread_id=77)
+    assert (started.status_message_id, started.thread_id) == (77, 77)
+    moved = await store.get_open_interaction(entry.id)
+    assert moved is not None and moved.stage is IntakeStage.STARTED
+    assert [t.id for t in await store.unfinished()] == [task.id]
+    with pytest.raises(StoreError):
+        await store.hand_over(entry.id, task.id, status_message_id=78)
+    await store.close_interaction(entry.id)
+    assert await store.open_interactions() == []
+    after = await store.get(task.id)
+    assert after is not None and not after.is_told, "the engine still has to tell it"
+
+
+async def test_a_task_failed_in_its_intake_is_told_by_the_intakes_answer(
+    store: TaskStore,
+) -> None:
+    entry = await store.open_interaction(new_interaction())
+    task = await store.reserve(new_task(), UNLIMITED, interaction=entry.id)
+    await store.transition(task.id, TaskState.FAILED, error_code="not_submitted")
+    assert await store.unfinished() == []
+    await store.close_interaction(entry.id)
+    told = await store.get(task.id)
+    assert told is not None and told.is_told
+    assert await store.unfinished() == []
+
+
 # --- quotas ------------------------------------------------------------------------------------
 
 
@@ -441,7 +525,7 @@ def _make_old_db(path: Path, version: int) -> None:
     conn.close()
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
 async def test_migrates_old_database_keeping_data(tmp_path: Path, version: int) -> None:
     path = tmp_path / "old.sqlite3"
     _make_old_db(path, version)
@@ -455,6 +539,26 @@ async def test_migrates_old_database_keeping_data(tmp_path: Path, version: int) 
         await store.set_meta("k", "v")  # v2 tables exist
         await store.reset_usage(100, 1, window=1e12)  # v3 column exists
         assert await store.usage(user_id=1, since=0) == 0
+
+
+async def test_migration_5_counts_every_earlier_ending_as_told(tmp_path: Path) -> None:
+    """Endings from before v5 were told by the code of their time: none is told again."""
+    path = tmp_path / "v4.sqlite3"
+    _make_old_db(path, 4)
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "INSERT INTO tasks (external_task_id, user_id, guild_id, channel_id, locale, prompt,"
+        " options, image_count, input_dir, state, upload_limit, created_at, updated_at,"
+        " finished_at) VALUES ('ext-failed', 1, 100, 200, 'en', 'p', '{}', 2, '/in', 'failed',"
+        " 8388608, 1.0, 3.0, 3.0)"
+    )
+    conn.commit()
+    conn.close()
+    async with await TaskStore.open(path) as store:
+        failed = await store.by_external_id("ext-failed")
+        assert failed is not None and failed.notified_at == 3.0 and failed.is_told
+        assert [t.external_task_id for t in await store.unfinished()] == ["ext-old"]
+        assert await store.open_interactions() == []
 
 
 async def test_failed_migration_rolls_back_whole_step(tmp_path: Path) -> None:
@@ -531,6 +635,7 @@ async def _check_invariants(db: Path, lines: list[str]) -> int:
         i: (u, s, r)
         for i, u, s, r in raw.execute("SELECT id, user_id, state, quota_refunded FROM tasks")
     }
+    untold = {i for (i,) in raw.execute("SELECT id FROM tasks WHERE notified_at IS NULL")}
     direct = raw.execute(
         "SELECT user_id, COUNT(*) FROM tasks WHERE quota_refunded = 0 AND quota_reset_at IS NULL "
         "GROUP BY user_id"
@@ -541,9 +646,12 @@ async def _check_invariants(db: Path, lines: list[str]) -> int:
         for user, count in direct:
             assert await store.usage(user_id=user, since=0) == count
         assert await store.usage(since=0) == sum(c for _, c in direct)
-        assert len(await store.unfinished()) == sum(
-            1 for _, s, _ in rows.values() if s not in {t.value for t in TERMINAL}
-        )
+        # the engine takes up every task not told yet: unfinished ones and untold endings
+        # (a delivered task is told by its video)
+        assert {t.id for t in await store.unfinished()} == {
+            i for i, (_, s, _) in rows.items() if s not in {t.value for t in TERMINAL}
+        } | {i for i, (_, s, _) in rows.items() if s != "delivered" and i in untold}
+        assert not untold & {i for i, (_, s, _) in rows.items() if s == "delivered"}
 
     for line in lines:
         parts = line.split()

@@ -119,11 +119,13 @@ class World:
         return str(self.original_edits(interaction)[-1].json.get("content") or "")
 
     def uploads(self) -> list[RecordedRequest]:
-        """Every message the bot posted with an .mp4 file."""
+        """Every message the bot posted with an .mp4 file (not those a test dropped)."""
         return [
             r
             for r in self.discord.requests
-            if r.method == "POST" and any(f.filename.endswith(".mp4") for f in r.files)
+            if r.method == "POST"
+            and not r.dropped
+            and any(f.filename.endswith(".mp4") for f in r.files)
         ]
 
     def posts(self, channel_id: str) -> list[RecordedRequest]:

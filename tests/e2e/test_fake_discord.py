@@ -293,6 +293,48 @@ async def test_injected_error_is_answered_once(fake_discord: FakeDiscord) -> Non
     assert fake.violations == []
 
 
+async def test_held_requests_are_dropped_or_released_by_the_test(
+    fake_discord: FakeDiscord,
+) -> None:
+    """A held POST takes no effect until released, none when dropped; with effect_first it is
+    stored at once and only its answer waits; a held CDN download waits the same way."""
+    fake = fake_discord
+    path = f"/channels/{fake.channel_id}/messages"
+    dropped = fake.hold_next("POST", r"/messages$", match=lambda r: r.json["content"] == "one")
+    pending = asyncio.create_task(_post(fake, path, {"content": "one"}))
+    await fake.wait_for(lambda: dropped.held, 5)
+    assert fake.messages_in(fake.channel_id) == [], "held before it took effect"
+    dropped.drop()
+    assert (await pending)[0] == 503 and dropped.held[0].dropped
+    assert fake.messages_in(fake.channel_id) == [], "dropped: never took effect"
+
+    released = fake.hold_next("POST", r"/messages$")
+    pending = asyncio.create_task(_post(fake, path, {"content": "two"}))
+    await fake.wait_for(lambda: released.held, 5)
+    released.release()
+    assert (await pending)[0] == 200
+    assert [m["content"] for m in fake.messages_in(fake.channel_id)] == ["two"]
+
+    answered_late = fake.hold_next("POST", r"/messages$", effect_first=True)
+    pending = asyncio.create_task(_post(fake, path, {"content": "three"}))
+    await fake.wait_for(lambda: answered_late.held, 5)
+    assert [m["content"] for m in fake.messages_in(fake.channel_id)] == ["two", "three"]
+    assert not pending.done(), "its answer is held"
+    answered_late.drop()
+    await pending
+
+    image = fake.add_attachment("a.png", b"\x89PNG fake", "image/png")
+    download = fake.hold_next("GET", r"^/attachments/")
+    async with aiohttp.ClientSession() as http:
+        fetch = asyncio.create_task(http.get(image["url"]))
+        await fake.wait_for(lambda: download.held, 5)
+        assert not fetch.done()
+        download.release()
+        async with await fetch as response:
+            assert await response.read() == b"\x89PNG fake"
+    assert fake.violations == []
+
+
 async def test_unknown_route_is_recorded_as_404(fake_discord: FakeDiscord) -> None:
     async with (
         aiohttp.ClientSession() as http,

@@ -204,6 +204,8 @@ class FakeCometAPI:
     video_bytes: bytes = MP4_BYTES
     max_concurrent: int | None = None  # the account's task concurrency (1303 past it)
     external_lookup: bool = True  # False: querying by external_task_id finds nothing (undocumented)
+    #: decides each new task's outcome from its submit body (instead of `outcome` for all)
+    outcome_for: Callable[[dict[str, Any]], Literal["succeed", "failed"]] | None = None
     clock: Callable[[], float] = time.monotonic
     rough: Roughness | None = field(default_factory=Roughness)  # None: every answer in one piece
     videos: list[Any] | None = None  # what a succeeded task lists (None: its one real video)
@@ -335,7 +337,7 @@ class FakeCometAPI:
             created=self.clock(),
             processing_after=self.processing_after,
             finish_after=self.finish_after,
-            outcome=self.outcome,
+            outcome=self.outcome_for(body) if self.outcome_for else self.outcome,
             failure_message=self.failure_message,
             video_bytes=self.video_bytes,
         )

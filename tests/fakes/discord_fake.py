@@ -136,6 +136,7 @@ class RecordedRequest:
     time: float  # time.monotonic()
     status: int = 0  # filled in once answered
     response: Any = None
+    dropped: bool = False  # held, then dropped by the test: Discord never acted on it
 
 
 @dataclass
@@ -471,6 +472,7 @@ class FakeDiscord:
         self.interaction_callbacks: list[InteractionCallback] = []
         self.ack_latencies: dict[str, float] = {}
         self.delayed: list[RecordedRequest] = []  # requests answered late by `delay_next`
+        self.holds: list[Hold] = []
         self.threads: list[dict[str, Any]] = []
         self.commands: list[dict[str, Any]] = []
         self.guild_commands: dict[str, list[dict[str, Any]]] = {}
@@ -689,6 +691,29 @@ class FakeDiscord:
         self._delays.append(
             _Delay(method.upper(), re.compile(path_pattern), seconds, times, with_files)
         )
+
+    def hold_next(
+        self,
+        method: str,
+        path_pattern: str,
+        *,
+        times: int = 1,
+        effect_first: bool = False,
+        match: Callable[[RecordedRequest], bool] | None = None,
+    ) -> Hold:
+        r"""Hold the next ``times`` matching requests until the test releases or drops them.
+
+        For killing the bot at a chosen moment: the request has arrived and waits, the test
+        SIGKILLs the bot, then ``hold.drop()`` (Discord never acted on it: no effect, no answer)
+        or ``hold.release()``. With ``effect_first`` the request takes effect at once (a POSTed
+        message is stored) and only its answer is held — Discord did it, the bot never heard.
+        ``path_pattern`` is a regex searched in the path without ``/api/v10``; CDN downloads
+        (``GET /attachments/...``) can be held too. ``match`` narrows it by the recorded
+        request (its ``json``, ``files``...). Stopping the fake drops what is still held.
+        """
+        hold = Hold(method.upper(), re.compile(path_pattern), times, effect_first, match)
+        self.holds.append(hold)
+        return hold
 
     def add_user_message(
         self,
@@ -1011,6 +1036,10 @@ class FakeDiscord:
             rec.response = json.loads(response.text or "null")
         delay = self._take_delay(rec)
         await self._notify()
+        hold = self._take_hold(rec, effect_first=True) if not rec.dropped else None
+        if hold is not None:  # done; the answer waits for the test (and dies with the client)
+            await self._wait_hold(hold, rec)
+            return response
         if delay:
             # Interruptible, so stopping the fake never waits for a late answer.
             with contextlib.suppress(TimeoutError):
@@ -1055,6 +1084,9 @@ class FakeDiscord:
                 body = b"" if fault.body is None else json.dumps(fault.body).encode()
                 return web.Response(body=body, status=fault.status, headers=headers)
         self._validate_schema(rec)
+        hold = self._take_hold(rec, effect_first=False)
+        if hold is not None and not await self._wait_hold(hold, rec):
+            return self._drop(rec)
         response = await handler(request, rec, params)
         if response.status == 200 and (rec.method, rec.path) in RESPONSES_CHECKED:
             self._check_own_response(rec, response)
@@ -1070,6 +1102,37 @@ class FakeDiscord:
             self._violation(
                 "fake_response", rec, "the fake's answer breaks the description", errors
             )
+
+    def _take_hold(self, rec: RecordedRequest, *, effect_first: bool) -> Hold | None:
+        for hold in self.holds:
+            if (
+                hold.times > 0
+                and hold.effect_first == effect_first
+                and hold.method == rec.method
+                and hold.pattern.search(rec.path)
+                and (hold.match is None or hold.match(rec))
+            ):
+                hold.times -= 1
+                return hold
+        return None
+
+    async def _wait_hold(self, hold: Hold, rec: RecordedRequest) -> bool:
+        """Wait until the test releases (True) or drops (False) a held request."""
+        gate: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        hold.held.append(rec)
+        hold.gates.append(gate)
+        await self._notify()
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({gate, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        return gate.done() and gate.result()
+
+    @staticmethod
+    def _drop(rec: RecordedRequest) -> web.Response:
+        rec.dropped = True
+        return _error(503, 0, "dropped by the test (the client is gone)")
 
     async def _read_body(self, request: web.Request, rec: RecordedRequest) -> None:
         if not request.body_exists:
@@ -2292,6 +2355,11 @@ class FakeDiscord:
             self.unknown_requests.append(rec)
             await self._notify()
             return web.Response(status=404, text="Not Found")
+        hold = self._take_hold(rec, effect_first=False)
+        if hold is not None and not await self._wait_hold(hold, rec):
+            rec.status = 503
+            rec.dropped = True
+            return web.Response(status=503, text="dropped by the test")
         rec.status = 200
         await self._notify()
         return web.Response(body=item[0], content_type=item[1])
@@ -2307,6 +2375,37 @@ class _Fault:
     body: Any
     times: int
     headers: dict[str, str]
+
+
+@dataclass
+class Hold:
+    """Requests held by ``FakeDiscord.hold_next`` until the test releases or drops them."""
+
+    method: str
+    pattern: re.Pattern[str]
+    times: int
+    effect_first: bool
+    match: Callable[[RecordedRequest], bool] | None
+    held: list[RecordedRequest] = field(default_factory=list)
+    gates: list[asyncio.Future[bool]] = field(default_factory=list)
+
+    def release(self) -> None:
+        """Let every held request go on (it takes effect now, if it hadn't yet)."""
+        self._open(True)
+
+    def drop(self) -> None:
+        """Forget every held request: it never takes effect (and is never answered)."""
+        self._open(False)
+
+    def cancel(self) -> None:
+        """Hold nothing more (what is held stays held)."""
+        self.times = 0
+
+    def _open(self, proceed: bool) -> None:
+        self.times = 0
+        for gate in self.gates:
+            if not gate.done():
+                gate.set_result(proceed)
 
 
 @dataclass
