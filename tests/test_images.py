@@ -23,6 +23,7 @@ from PIL import Image
 
 from bot import images
 from bot.config import ImageTransport
+from bot.images import fixing, inspection
 from bot.images import (
     DOWNLOAD_CHUNK_BYTES,
     MAX_IMAGE_BYTES,
@@ -316,22 +317,27 @@ def test_truncated_webp_is_corrupt_when_fixing() -> None:
 
 
 @pytest.mark.parametrize(
-    ("width", "height"),
-    [(100_000, 100_000), (10_000, 10_000), (8_000, 7_000)],  # Pillow error, warning, ours
+    ("width", "height", "autofix", "limit", "example"),
+    [
+        (100_000, 100_000, True, 100, "10000×10000"),  # past Pillow's own error
+        (10_001, 10_000, True, 100, "10000×10000"),  # just past what auto-fix can scale down
+        (7_072, 7_072, False, 50, "7071×7071"),  # 50.01 MP, and no auto-fix to scale it down
+    ],
 )
-def test_decompression_bomb_is_a_clear_error_not_a_warning(width: int, height: int) -> None:
+def test_too_many_pixels_is_a_clear_error_not_a_warning(
+    width: int, height: int, autofix: bool, limit: int, example: str
+) -> None:
     data = png_claiming(width, height)
     assert len(data) < 200
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # any warning that escapes fails the test
-        error = rejected(data, name="bomb.png")
+        error = rejected(data, name="bomb.png", autofix=autofix)
     (problem,) = error.problems
     assert problem.code == "bomb"
     assert problem.params["pixels"] == width * height
-    megapixels = width * height / 1_000_000
     assert problem.english() == (
-        f"image 1 (bomb.png): {megapixels:.1f} megapixels, more than the 50 allowed"
-        " — use a smaller image"
+        f"image 1 (bomb.png): {width}×{height} px is more than the {limit} megapixels allowed"
+        f" (for example {example} px) — use a smaller image"
     )
 
 
@@ -388,6 +394,12 @@ def test_orientation_one_is_left_alone() -> None:
 # --- re-encoding over 10 MB ---
 
 
+def limit_bytes(monkeypatch: pytest.MonkeyPatch, limit: int) -> None:
+    """Make MAX_IMAGE_BYTES `limit` where inspection and auto-fix read it (in this process)."""
+    for module in (inspection, fixing):
+        monkeypatch.setattr(module, "MAX_IMAGE_BYTES", limit)
+
+
 def test_big_png_is_reencoded_under_the_limit(big_png: bytes) -> None:
     image = inspect_image(2, "big.png", big_png)
     assert image.format == "JPEG" and len(image.data) <= MAX_IMAGE_BYTES
@@ -398,7 +410,7 @@ def test_big_png_is_reencoded_under_the_limit(big_png: bytes) -> None:
 
 def test_downscale_keeps_both_sides_at_least_300(monkeypatch: pytest.MonkeyPatch) -> None:
     data = noise_png(1200, 500)
-    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", 100_000)
+    limit_bytes(monkeypatch, 100_000)
     image = inspect_image(1, "wide.png", data)
     assert len(image.data) <= 100_000 and image.format == "JPEG"
     assert min(image.width, image.height) >= 300
@@ -411,7 +423,7 @@ def test_big_jpeg_is_reencoded_at_lower_quality(monkeypatch: pytest.MonkeyPatch)
     noise = Image.frombytes("RGB", (600, 600), os.urandom(600 * 600 * 3))
     data = encode(noise, "JPEG", quality=100)
     limit = len(data) * 2 // 3
-    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", limit)
+    limit_bytes(monkeypatch, limit)
     image = inspect_image(1, "big.jpg", data)
     assert (image.format, image.width, image.height) == ("JPEG", 600, 600)
     assert len(image.data) <= limit
@@ -420,7 +432,7 @@ def test_big_jpeg_is_reencoded_at_lower_quality(monkeypatch: pytest.MonkeyPatch)
 
 def test_cannot_fit_without_going_under_300_is_too_big(monkeypatch: pytest.MonkeyPatch) -> None:
     data = noise_png(750, 300)
-    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", 5_000)
+    limit_bytes(monkeypatch, 5_000)
     assert codes(rejected(data)) == [(1, "too_big")]
 
 
@@ -450,6 +462,7 @@ def test_messages_can_be_rendered_from_another_dictionary() -> None:
 def test_every_code_has_an_english_template() -> None:
     expected = {"count", "download", "too_big", "format", "not_image", "corrupt", "bomb"}
     expected |= {"too_small", "aspect", "converted", "reencoded", "downscaled", "rotated"}
+    expected |= {"too_slow", "too_much_memory", "unavailable"}
     assert set(images.PROBLEM_TEXT) == expected | {"label"}
 
 
