@@ -23,7 +23,6 @@ from PIL import Image
 
 from bot import images
 from bot.config import ImageTransport
-from bot.images import fixing, inspection
 from bot.images import (
     DOWNLOAD_CHUNK_BYTES,
     MAX_IMAGE_BYTES,
@@ -32,7 +31,9 @@ from bot.images import (
     ImageProblem,
     PreparedImage,
     fetch_images,
+    fixing,
     inspect_image,
+    inspection,
     prepare_images,
 )
 

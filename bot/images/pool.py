@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import collections
+import contextlib
 import functools
 import logging
 import os
@@ -107,7 +108,8 @@ class _Worker:
         process.wait()
         for pipe in (process.stdin, process.stdout):
             if pipe is not None:
-                pipe.close()
+                with contextlib.suppress(OSError):  # unsent bytes of a job it died on
+                    pipe.close()
 
 
 class InspectionPool:
@@ -177,10 +179,14 @@ class InspectionPool:
         meta = {"position": position, "filename": filename, "autofix": autofix}
         worker = self._idle.get()
         started = time.monotonic()
+        answer: Message | None = None
         try:
             answer = self._exchange(worker, meta, data)
         finally:
-            self._return_or_replace(worker)
+            # No answer, or "out of memory" (the worker then exits): it is done for, whether
+            # or not the system has noticed its exit yet.
+            done_for = answer is None or answer[0].get("kind") == "memory"
+            self._return_or_replace(worker, done_for=done_for)
         figures = self._figures(position, worker, answer, time.monotonic() - started)
         self.figures.append(figures)
         return self._result(position, filename, data, source_url, worker, answer, figures)
@@ -214,11 +220,12 @@ class InspectionPool:
         finally:
             deadline.cancel()
 
-    def _return_or_replace(self, worker: _Worker) -> None:
+    def _return_or_replace(self, worker: _Worker, *, done_for: bool) -> None:
         """Put a healthy worker back; replace a dead, killed or well-used one."""
         process = worker.process
         healthy = (
             process is not None
+            and not done_for
             and process.poll() is None
             and not worker.over_time
             and worker.jobs < MAX_JOBS_PER_WORKER
