@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import io
 import os
 import random
@@ -24,13 +25,13 @@ from PIL import Image
 from bot import images
 from bot.config import ImageTransport
 from bot.images import (
-    DOWNLOAD_CHUNK_BYTES,
     MAX_IMAGE_BYTES,
     AttachmentRef,
     ImageIntakeError,
     ImageProblem,
     PreparedImage,
     fetch_images,
+    fetching,
     fixing,
     inspect_image,
     inspection,
@@ -549,8 +550,10 @@ async def server() -> AsyncIterator[tuple[TestServer, Files]]:
         return web.Response(body=files.bodies[name])
 
     async def stream(request: web.Request) -> web.StreamResponse:
-        # ?bytes=N[&length]: N zero bytes in 64 KiB writes, chunked unless `length`.
+        # ?bytes=N[&length][&piece=P]: N zero bytes in writes of P (64 KiB), chunked unless
+        # `length`.
         total = int(request.query["bytes"])
+        piece = int(request.query.get("piece", 64 * 1024))
         files.hits["stream"] = files.hits.get("stream", 0) + 1
         response = web.StreamResponse()
         if "length" in request.query:
@@ -559,7 +562,7 @@ async def server() -> AsyncIterator[tuple[TestServer, Files]]:
         sent = 0
         try:
             while sent < total:
-                size = min(64 * 1024, total - sent)
+                size = min(piece, total - sent)
                 await response.write(b"\0" * size)
                 sent += size
             await response.write_eof()
@@ -569,6 +572,11 @@ async def server() -> AsyncIterator[tuple[TestServer, Files]]:
             files.written["stream"] = sent
         return response
 
+    async def gzipped(request: web.Request) -> web.StreamResponse:
+        # A PNG sent gzip-compressed although the client asked for identity.
+        body = gzip.compress(files.bodies["a.png"])
+        return web.Response(body=body, headers={"Content-Encoding": "gzip"})
+
     async def slow(request: web.Request) -> web.StreamResponse:
         await release.wait()
         return web.Response(body=b"late")
@@ -577,6 +585,7 @@ async def server() -> AsyncIterator[tuple[TestServer, Files]]:
     app.router.add_get("/f/{name}", file)
     app.router.add_get("/stream", stream)
     app.router.add_get("/slow", slow)
+    app.router.add_get("/gzip", gzipped)
     test_server = TestServer(app, host="127.0.0.1", port=0)
     await test_server.start_server()
     try:
@@ -595,19 +604,19 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 def bytes_read(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Sizes of the chunks the client actually pulled out of response streams."""
+    """Sizes of the pieces the client actually pulled out of response streams."""
     chunks: list[int] = []
-    original = aiohttp.StreamReader.iter_chunked
+    original = aiohttp.StreamReader.iter_chunks
 
-    def counting(self: aiohttp.StreamReader, n: int) -> AsyncIterator[bytes]:
-        async def pull() -> AsyncIterator[bytes]:
-            async for chunk in original(self, n):
+    def counting(self: aiohttp.StreamReader) -> AsyncIterator[tuple[bytes, bool]]:
+        async def pull() -> AsyncIterator[tuple[bytes, bool]]:
+            async for chunk, end in original(self):
                 chunks.append(len(chunk))
-                yield chunk
+                yield chunk, end
 
         return pull()
 
-    monkeypatch.setattr(aiohttp.StreamReader, "iter_chunked", counting)
+    monkeypatch.setattr(aiohttp.StreamReader, "iter_chunks", counting)
     return chunks
 
 
@@ -661,8 +670,9 @@ async def test_eleven_mb_download_stops_at_the_limit(
     if with_length:
         assert sum(bytes_read) == 0  # refused on the Content-Length header
     else:
-        # Counted on the client: what fetch_images pulled from the stream.
-        assert MAX_IMAGE_BYTES < sum(bytes_read) <= MAX_IMAGE_BYTES + DOWNLOAD_CHUNK_BYTES
+        # Counted on the client: what fetch_images pulled from the stream; it stopped at the
+        # first piece past the limit.
+        assert sum(bytes_read[:-1]) <= MAX_IMAGE_BYTES < sum(bytes_read)
 
 
 async def test_endless_download_is_abandoned(
@@ -678,6 +688,35 @@ async def test_endless_download_is_abandoned(
             break
         await asyncio.sleep(0.02)
     assert files.written["stream"] < 200_000_000 // 2
+
+
+async def test_a_body_in_too_many_pieces_is_refused(
+    server: tuple[TestServer, Files],
+    session: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+    bytes_read: list[int],
+) -> None:
+    # 1-byte chunks cost the event loop's process ~1 µs each: 25 MB of them, 20 s of CPU.
+    monkeypatch.setattr(fetching, "MAX_DOWNLOAD_PIECES", 100)
+    test_server, _ = server
+    await fetch_images(session, [ref(test_server, 1, "/stream?bytes=100&piece=1")], timeout=5)
+    with pytest.raises(ImageIntakeError) as caught:
+        await fetch_images(session, [ref(test_server, 1, "/stream?bytes=500&piece=1")], timeout=5)
+    (problem,) = caught.value.problems
+    assert (problem.code, problem.params["reason"]) == ("download", "pieces")
+    assert len(bytes_read) == 100 + 101  # the first download whole, the second up to the limit
+
+
+async def test_a_compressed_body_is_refused(
+    server: tuple[TestServer, Files], session: aiohttp.ClientSession
+) -> None:
+    # We ask for identity; inflating would be work on the event loop, past any byte cap.
+    test_server, files = server
+    files.bodies["a.png"] = png()
+    with pytest.raises(ImageIntakeError) as caught:
+        await fetch_images(session, [ref(test_server, 1, "/gzip")], timeout=5)
+    (problem,) = caught.value.problems
+    assert problem.params == {"reason": "encoding", "encoding": "gzip"}
 
 
 async def test_declared_size_over_the_cap_is_never_requested(

@@ -17,13 +17,13 @@ if TYPE_CHECKING:
     from bot.images.pool import InspectionPool, JobFigures, default_pool
     from bot.images.rules import (
         ACCEPTED_FORMATS,
-        DOWNLOAD_CHUNK_BYTES,
         FIXABLE_FORMATS,
         IMAGE_CPU_SECONDS,
         IMAGE_MEMORY_BYTES,
         MAX_ASPECT,
         MAX_DECODE_PIXELS,
         MAX_DOWNLOAD_BYTES,
+        MAX_DOWNLOAD_PIECES,
         MAX_IMAGE_BYTES,
         MAX_IMAGES,
         MAX_PIXELS,
@@ -61,13 +61,13 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "ACCEPTED_FORMATS",
-    "DOWNLOAD_CHUNK_BYTES",
     "FIXABLE_FORMATS",
     "IMAGE_CPU_SECONDS",
     "IMAGE_MEMORY_BYTES",
     "MAX_ASPECT",
     "MAX_DECODE_PIXELS",
     "MAX_DOWNLOAD_BYTES",
+    "MAX_DOWNLOAD_PIECES",
     "MAX_IMAGES",
     "MAX_IMAGE_BYTES",
     "MAX_PIXELS",

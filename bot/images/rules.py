@@ -23,7 +23,9 @@ ASPECT_DENOMINATOR = 2
 
 # With auto-fix on, an image over MAX_IMAGE_BYTES can still be re-encoded, up to this hard cap.
 MAX_DOWNLOAD_BYTES = 25 * 1024 * 1024
-DOWNLOAD_CHUNK_BYTES = 64 * 1024
+# A download arrives in pieces (what one socket read or one HTTP chunk brought): a real one in
+# a few hundred, 25 MB in 1-byte chunks in 25 million. Past this many it is refused.
+MAX_DOWNLOAD_PIECES = 65_536
 # The largest image sent on (7071×7071); with auto-fix a larger one is scaled down to fit, if it
 # has at most MAX_DECODE_PIXELS (10000×10000). Both are checked on the header, before any decode.
 MAX_PIXELS = 50_000_000
@@ -31,8 +33,9 @@ MAX_DECODE_PIXELS = 100_000_000
 MAX_FILENAME_CHARS = 40
 
 # What reading one image may cost, in a worker process of its own (see bot.images.pool): CPU
-# seconds, and memory on top of the idle worker. A 100-megapixel RGBA PNG scaled down to fit
-# takes ~3 s and ~560 MB; the four ~10 MB photos of the intake benchmark ~0.05 s and ~40 MB each.
+# seconds, and memory on top of the idle worker. The heaviest legitimate image measured, a
+# 100-megapixel RGBA PNG scaled down to fit, takes ~3 s and ~500 MB; a ~10 MB photo 0.05 s and
+# 15 MB (benchmarks/bench_images.py, bench_images_hostile.py).
 IMAGE_CPU_SECONDS = 10.0
 IMAGE_MEMORY_BYTES = 768 * 1024 * 1024
 
