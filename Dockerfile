@@ -12,7 +12,8 @@ RUN useradd --create-home --uid 10001 bot && mkdir /data && chown bot:bot /data
 # Dependencies first, so a source change doesn't reinstall them.
 WORKDIR /app
 COPY pyproject.toml README.md ./
-RUN mkdir -p bot/kling cogs && touch bot/__init__.py bot/kling/__init__.py cogs/__init__.py \
+RUN mkdir -p bot/kling bot/images cogs \
+    && touch bot/__init__.py bot/kling/__init__.py bot/images/__init__.py cogs/__init__.py \
     && pip install . && pip uninstall -y kling-video-bot && rm -rf bot cogs build ./*.egg-info
 
 COPY bot ./bot
