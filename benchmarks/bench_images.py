@@ -49,7 +49,7 @@ NAMES = ("noise-1.png", "noise-2.jpg", "noise-3.png", "noise-4.jpg")
 
 
 def noise_image(image_format: str) -> bytes:
-    """An incompressible image of the format, as close under MAX_IMAGE_BYTES as a quick search gets."""
+    """An incompressible image of the format, as close under MAX_IMAGE_BYTES as a search gets."""
     bytes_per_pixel = 3.0 if image_format == "PNG" else 2.0
     pixels = MAX_IMAGE_BYTES / bytes_per_pixel
     while True:

@@ -127,7 +127,8 @@ async def per_image(files: list[tuple[str, bytes]]) -> None:
         f"({pool.cpu_seconds:g} s CPU, {pool.memory_bytes // MiB} MiB over the idle worker)"
     )
     print(
-        f"   {'case':<38} {'size':>8} {'outcome':<24} {'wall':>7} {'CPU':>7} {'memory':>9} {'loop stall':>10}"
+        f"   {'case':<38} {'size':>8} {'outcome':<24} {'wall':>7} {'CPU':>7}"
+        f" {'memory':>9} {'loop stall':>10}"
     )
     worst_wall = worst_memory = 0.0
     for label, data in files:
@@ -284,14 +285,16 @@ async def downloads(port: int) -> None:
             fetch = fetch_images(session, [ref], timeout=seconds, max_bytes=MAX_DOWNLOAD_BYTES)
             result, stall = await max_stall_while(fetch)
             if isinstance(result, ImageIntakeError):
-                outcome = f"refused: {result.problems[0].code} {result.problems[0].params.get('reason', '')}"
+                problem = result.problems[0]
+                outcome = f"refused: {problem.code} {problem.params.get('reason', '')}"
             elif isinstance(result, list):
                 outcome = f"{len(result[0]) / MiB:.1f} MiB downloaded"
             else:
                 outcome = repr(result)
             print(
                 f"   {what:<46} {outcome:<28} {time.perf_counter() - started:6.2f} s,"
-                f" CPU {time.process_time() - cpu:5.2f} s, longest loop stall {stall * 1000:6.1f} ms"
+                f" CPU {time.process_time() - cpu:5.2f} s,"
+                f" longest loop stall {stall * 1000:6.1f} ms"
             )
 
 

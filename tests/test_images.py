@@ -485,6 +485,7 @@ def test_api_value() -> None:
     assert base64.b64decode(converted.api_value(ImageTransport.URL)) == converted.data
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow's notes on broken metadata
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     prefix=st.sampled_from(
@@ -510,6 +511,7 @@ def test_any_bytes_give_an_image_or_an_intake_error(prefix: bytes, body: bytes) 
         assert result.format in {"JPEG", "PNG"}
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
 @settings(max_examples=100, deadline=None)
 @given(cut=st.integers(min_value=0), flip=st.integers(min_value=0), bit=st.integers(0, 7))
 def test_damaged_real_images_give_an_image_or_an_intake_error(
