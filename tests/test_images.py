@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import io
 import os
 import random
@@ -24,14 +25,16 @@ from PIL import Image
 from bot import images
 from bot.config import ImageTransport
 from bot.images import (
-    DOWNLOAD_CHUNK_BYTES,
     MAX_IMAGE_BYTES,
     AttachmentRef,
     ImageIntakeError,
     ImageProblem,
     PreparedImage,
     fetch_images,
+    fetching,
+    fixing,
     inspect_image,
+    inspection,
     prepare_images,
 )
 
@@ -316,22 +319,27 @@ def test_truncated_webp_is_corrupt_when_fixing() -> None:
 
 
 @pytest.mark.parametrize(
-    ("width", "height"),
-    [(100_000, 100_000), (10_000, 10_000), (8_000, 7_000)],  # Pillow error, warning, ours
+    ("width", "height", "autofix", "limit", "example"),
+    [
+        (100_000, 100_000, True, 100, "10000×10000"),  # past Pillow's own error
+        (10_001, 10_000, True, 100, "10000×10000"),  # just past what auto-fix can scale down
+        (7_072, 7_072, False, 50, "7071×7071"),  # 50.01 MP, and no auto-fix to scale it down
+    ],
 )
-def test_decompression_bomb_is_a_clear_error_not_a_warning(width: int, height: int) -> None:
+def test_too_many_pixels_is_a_clear_error_not_a_warning(
+    width: int, height: int, autofix: bool, limit: int, example: str
+) -> None:
     data = png_claiming(width, height)
     assert len(data) < 200
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # any warning that escapes fails the test
-        error = rejected(data, name="bomb.png")
+        error = rejected(data, name="bomb.png", autofix=autofix)
     (problem,) = error.problems
     assert problem.code == "bomb"
     assert problem.params["pixels"] == width * height
-    megapixels = width * height / 1_000_000
     assert problem.english() == (
-        f"image 1 (bomb.png): {megapixels:.1f} megapixels, more than the 50 allowed"
-        " — use a smaller image"
+        f"image 1 (bomb.png): {width}×{height} px is more than the {limit} megapixels allowed"
+        f" (for example {example} px) — use a smaller image"
     )
 
 
@@ -388,6 +396,12 @@ def test_orientation_one_is_left_alone() -> None:
 # --- re-encoding over 10 MB ---
 
 
+def limit_bytes(monkeypatch: pytest.MonkeyPatch, limit: int) -> None:
+    """Make MAX_IMAGE_BYTES `limit` where inspection and auto-fix read it (in this process)."""
+    for module in (inspection, fixing):
+        monkeypatch.setattr(module, "MAX_IMAGE_BYTES", limit)
+
+
 def test_big_png_is_reencoded_under_the_limit(big_png: bytes) -> None:
     image = inspect_image(2, "big.png", big_png)
     assert image.format == "JPEG" and len(image.data) <= MAX_IMAGE_BYTES
@@ -398,7 +412,7 @@ def test_big_png_is_reencoded_under_the_limit(big_png: bytes) -> None:
 
 def test_downscale_keeps_both_sides_at_least_300(monkeypatch: pytest.MonkeyPatch) -> None:
     data = noise_png(1200, 500)
-    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", 100_000)
+    limit_bytes(monkeypatch, 100_000)
     image = inspect_image(1, "wide.png", data)
     assert len(image.data) <= 100_000 and image.format == "JPEG"
     assert min(image.width, image.height) >= 300
@@ -411,7 +425,7 @@ def test_big_jpeg_is_reencoded_at_lower_quality(monkeypatch: pytest.MonkeyPatch)
     noise = Image.frombytes("RGB", (600, 600), os.urandom(600 * 600 * 3))
     data = encode(noise, "JPEG", quality=100)
     limit = len(data) * 2 // 3
-    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", limit)
+    limit_bytes(monkeypatch, limit)
     image = inspect_image(1, "big.jpg", data)
     assert (image.format, image.width, image.height) == ("JPEG", 600, 600)
     assert len(image.data) <= limit
@@ -420,7 +434,7 @@ def test_big_jpeg_is_reencoded_at_lower_quality(monkeypatch: pytest.MonkeyPatch)
 
 def test_cannot_fit_without_going_under_300_is_too_big(monkeypatch: pytest.MonkeyPatch) -> None:
     data = noise_png(750, 300)
-    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", 5_000)
+    limit_bytes(monkeypatch, 5_000)
     assert codes(rejected(data)) == [(1, "too_big")]
 
 
@@ -450,6 +464,7 @@ def test_messages_can_be_rendered_from_another_dictionary() -> None:
 def test_every_code_has_an_english_template() -> None:
     expected = {"count", "download", "too_big", "format", "not_image", "corrupt", "bomb"}
     expected |= {"too_small", "aspect", "converted", "reencoded", "downscaled", "rotated"}
+    expected |= {"too_slow", "too_much_memory", "unavailable"}
     assert set(images.PROBLEM_TEXT) == expected | {"label"}
 
 
@@ -470,6 +485,7 @@ def test_api_value() -> None:
     assert base64.b64decode(converted.api_value(ImageTransport.URL)) == converted.data
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow's notes on broken metadata
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     prefix=st.sampled_from(
@@ -495,6 +511,7 @@ def test_any_bytes_give_an_image_or_an_intake_error(prefix: bytes, body: bytes) 
         assert result.format in {"JPEG", "PNG"}
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
 @settings(max_examples=100, deadline=None)
 @given(cut=st.integers(min_value=0), flip=st.integers(min_value=0), bit=st.integers(0, 7))
 def test_damaged_real_images_give_an_image_or_an_intake_error(
@@ -535,8 +552,10 @@ async def server() -> AsyncIterator[tuple[TestServer, Files]]:
         return web.Response(body=files.bodies[name])
 
     async def stream(request: web.Request) -> web.StreamResponse:
-        # ?bytes=N[&length]: N zero bytes in 64 KiB writes, chunked unless `length`.
+        # ?bytes=N[&length][&piece=P]: N zero bytes in writes of P (64 KiB), chunked unless
+        # `length`.
         total = int(request.query["bytes"])
+        piece = int(request.query.get("piece", 64 * 1024))
         files.hits["stream"] = files.hits.get("stream", 0) + 1
         response = web.StreamResponse()
         if "length" in request.query:
@@ -545,7 +564,7 @@ async def server() -> AsyncIterator[tuple[TestServer, Files]]:
         sent = 0
         try:
             while sent < total:
-                size = min(64 * 1024, total - sent)
+                size = min(piece, total - sent)
                 await response.write(b"\0" * size)
                 sent += size
             await response.write_eof()
@@ -555,6 +574,11 @@ async def server() -> AsyncIterator[tuple[TestServer, Files]]:
             files.written["stream"] = sent
         return response
 
+    async def gzipped(request: web.Request) -> web.StreamResponse:
+        # A PNG sent gzip-compressed although the client asked for identity.
+        body = gzip.compress(files.bodies["a.png"])
+        return web.Response(body=body, headers={"Content-Encoding": "gzip"})
+
     async def slow(request: web.Request) -> web.StreamResponse:
         await release.wait()
         return web.Response(body=b"late")
@@ -563,6 +587,7 @@ async def server() -> AsyncIterator[tuple[TestServer, Files]]:
     app.router.add_get("/f/{name}", file)
     app.router.add_get("/stream", stream)
     app.router.add_get("/slow", slow)
+    app.router.add_get("/gzip", gzipped)
     test_server = TestServer(app, host="127.0.0.1", port=0)
     await test_server.start_server()
     try:
@@ -581,19 +606,19 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 def bytes_read(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Sizes of the chunks the client actually pulled out of response streams."""
+    """Sizes of the pieces the client actually pulled out of response streams."""
     chunks: list[int] = []
-    original = aiohttp.StreamReader.iter_chunked
+    original = aiohttp.StreamReader.iter_chunks
 
-    def counting(self: aiohttp.StreamReader, n: int) -> AsyncIterator[bytes]:
-        async def pull() -> AsyncIterator[bytes]:
-            async for chunk in original(self, n):
+    def counting(self: aiohttp.StreamReader) -> AsyncIterator[tuple[bytes, bool]]:
+        async def pull() -> AsyncIterator[tuple[bytes, bool]]:
+            async for chunk, end in original(self):
                 chunks.append(len(chunk))
-                yield chunk
+                yield chunk, end
 
         return pull()
 
-    monkeypatch.setattr(aiohttp.StreamReader, "iter_chunked", counting)
+    monkeypatch.setattr(aiohttp.StreamReader, "iter_chunks", counting)
     return chunks
 
 
@@ -647,8 +672,9 @@ async def test_eleven_mb_download_stops_at_the_limit(
     if with_length:
         assert sum(bytes_read) == 0  # refused on the Content-Length header
     else:
-        # Counted on the client: what fetch_images pulled from the stream.
-        assert MAX_IMAGE_BYTES < sum(bytes_read) <= MAX_IMAGE_BYTES + DOWNLOAD_CHUNK_BYTES
+        # Counted on the client: what fetch_images pulled from the stream; it stopped at the
+        # first piece past the limit.
+        assert sum(bytes_read[:-1]) <= MAX_IMAGE_BYTES < sum(bytes_read)
 
 
 async def test_endless_download_is_abandoned(
@@ -664,6 +690,35 @@ async def test_endless_download_is_abandoned(
             break
         await asyncio.sleep(0.02)
     assert files.written["stream"] < 200_000_000 // 2
+
+
+async def test_a_body_in_too_many_pieces_is_refused(
+    server: tuple[TestServer, Files],
+    session: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+    bytes_read: list[int],
+) -> None:
+    # 1-byte chunks cost the event loop's process ~1 µs each: 25 MB of them, 20 s of CPU.
+    monkeypatch.setattr(fetching, "MAX_DOWNLOAD_PIECES", 100)
+    test_server, _ = server
+    await fetch_images(session, [ref(test_server, 1, "/stream?bytes=100&piece=1")], timeout=5)
+    with pytest.raises(ImageIntakeError) as caught:
+        await fetch_images(session, [ref(test_server, 1, "/stream?bytes=500&piece=1")], timeout=5)
+    (problem,) = caught.value.problems
+    assert (problem.code, problem.params["reason"]) == ("download", "pieces")
+    assert len(bytes_read) == 100 + 101  # the first download whole, the second up to the limit
+
+
+async def test_a_compressed_body_is_refused(
+    server: tuple[TestServer, Files], session: aiohttp.ClientSession
+) -> None:
+    # We ask for identity; inflating would be work on the event loop, past any byte cap.
+    test_server, files = server
+    files.bodies["a.png"] = png()
+    with pytest.raises(ImageIntakeError) as caught:
+        await fetch_images(session, [ref(test_server, 1, "/gzip")], timeout=5)
+    (problem,) = caught.value.problems
+    assert problem.params == {"reason": "encoding", "encoding": "gzip"}
 
 
 async def test_declared_size_over_the_cap_is_never_requested(
