@@ -48,7 +48,8 @@ from bot.kling.client import ClientTimeouts, KlingClient
 from bot.kling.ratelimit import RateLimiter
 from bot.media import MediaStore
 from bot.quota import QuotaLimits
-from bot.store import NewTask, Task, TaskState, TaskStore
+from bot.store import TaskStore
+from bot.tasks import NewTask, Task, TaskNotes, TaskOptions, TaskState
 from tests.fakes.cometapi import MP4_BYTES, ROUTE, FakeCometAPI, FakeTask
 
 # --- production defaults (bot/config.py, EngineConfig) -------------------------------------
@@ -167,7 +168,8 @@ def new_task(prompt: str = "a cat walks") -> NewTask:
         channel_id=100,
         locale="en-US",
         prompt=prompt,
-        options={"image_urls": IMAGE_URLS},
+        options=TaskOptions(),
+        notes=TaskNotes(image_urls=tuple(IMAGE_URLS)),
         image_count=len(IMAGE_URLS),
         input_dir="",
         upload_limit=25 * 1024 * 1024,
@@ -179,10 +181,8 @@ async def insert_submitted(store: TaskStore, count: int) -> list[Task]:
     tasks = []
     for n in range(count):
         task = await store.reserve(new_task(), QuotaLimits.unlimited())
-        await store.transition(task.id, TaskState.SUBMITTING, expect=TaskState.QUEUED, attempts=1)
-        task = await store.transition(
-            task.id, TaskState.SUBMITTED, expect=TaskState.SUBMITTING, kling_task_id=f"k{n}"
-        )
+        await store.transition(task.id, TaskState.SUBMITTING, attempts=1)
+        task = await store.transition(task.id, TaskState.SUBMITTED, kling_task_id=f"k{n}")
         tasks.append(task)
     return tasks
 

@@ -51,8 +51,9 @@ from bot.kling.models import ImageItem, KlingTask, MultiImageRequest, TaskStatus
 from bot.logs import current_task_id
 from bot.media import MediaStore
 from bot.ops import HEARTBEAT_KEY, HEARTBEAT_SECONDS
-from bot.quota import refund_due
-from bot.store import StaleTransition, Task, TaskState, TaskStore
+from bot.quota import DAY_SECONDS, refund_due
+from bot.store import StaleTransition, TaskStore
+from bot.tasks import FailureReason, Task, TaskState
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 RETENTION_SWEEP_SECONDS = 3600.0
 #: Finished tasks' rows are kept at least this long, whatever RETENTION_DAYS says: the quotas
 #: (24 h), the usage summary (7 days) and monthly spend views (30 days) count them.
-ROW_RETENTION_FLOOR_SECONDS = 35 * 86400.0
+ROW_RETENTION_FLOOR_SECONDS = 35 * DAY_SECONDS
 EXACT_POSITIONS = 25
 COARSE_POSITION_STEP = 10
 ANNOUNCE_DEBOUNCE_SECONDS = 0.2
@@ -93,22 +94,6 @@ class Notifier(Protocol):
         """
 
 
-class FailureReason(StrEnum):
-    """Our codes for why a task ended badly or was delivered without its file."""
-
-    CONTENT_POLICY = "content_policy"
-    INVALID_REQUEST = "invalid_request"
-    OPERATOR = "operator"
-    PROVIDER_FAILED = "provider_failed"
-    NO_VIDEO = "no_video"  # "succeeded", but without a video the bot can use
-    NOT_SUBMITTED = "not_submitted"
-    TIMED_OUT = "timed_out"
-    INPUTS_MISSING = "inputs_missing"
-    VIDEO_TOO_LARGE = "video_too_large"
-    VIDEO_NOT_MP4 = "video_not_mp4"
-    VIDEO_DOWNLOAD_FAILED = "video_download_failed"
-
-
 @dataclass(frozen=True)
 class EngineConfig:
     """The knobs of the engine, usually from `Settings`."""
@@ -124,7 +109,7 @@ class EngineConfig:
     image_transport: ImageTransport = ImageTransport.BASE64
     callback_public_url: str | None = None
     callback_listen_port: int | None = None
-    retention_seconds: float = 7 * 86400.0
+    retention_seconds: float = 7 * DAY_SECONDS
     submit_backoff: float = 2.0
     download_backoff: float = 2.0
 
@@ -143,7 +128,7 @@ class EngineConfig:
             image_transport=settings.image_transport,
             callback_public_url=settings.callback_public_url,
             callback_listen_port=settings.callback_listen_port,
-            retention_seconds=settings.retention_days * 86400.0,
+            retention_seconds=settings.retention_days * DAY_SECONDS,
         )
 
 
@@ -497,7 +482,6 @@ class TaskEngine:
         task = await self.store.transition(
             task.id,
             TaskState.SUBMITTING,
-            expect=TaskState.QUEUED,
             attempts=task.attempts + 1,
             submit_posts=1,  # written before the POST it counts
         )
@@ -542,12 +526,12 @@ class TaskEngine:
             await self._back_to_queue(task, str(error))
         else:
             self._submit_backoff = self.config.submit_backoff
-            await self._track(task, created, expect=TaskState.SUBMITTING)
+            await self._track(task, created)
 
     async def _build_request(self, task: Task) -> MultiImageRequest:
-        urls = task.options.get("image_urls")
+        urls = task.notes.image_urls
         if self.config.image_transport is ImageTransport.URL and urls:
-            images = [str(url) for url in urls]
+            images = list(urls)
         else:
             images = [
                 base64.b64encode(data).decode("ascii")
@@ -555,27 +539,19 @@ class TaskEngine:
             ]
             if not images:
                 raise FileNotFoundError(task.input_dir)
-        options = task.options
-        fields: dict[str, Any] = {
-            key: options[key]
-            for key in ("duration", "mode", "aspect_ratio", "negative_prompt", "cfg_scale")
-            if options.get(key) not in (None, "")
-        }
         return MultiImageRequest(
             model_name=self.config.model,
             image_list=[ImageItem(image=image) for image in images],
             prompt=task.prompt,
             external_task_id=task.external_task_id,
             callback_url=self.callback_url(task),
-            **fields,
+            **task.options.to_json(),
         )
 
     async def _back_to_queue(self, task: Task, why: str) -> None:
         """The provider didn't take the task: it waits at the front of the queue."""
         log.info("Task %d goes back to the queue: %s", task.id, why)
-        await self.store.transition(
-            task.id, TaskState.QUEUED, expect=TaskState.SUBMITTING, submit_posts=0
-        )
+        await self.store.transition(task.id, TaskState.QUEUED, submit_posts=0)
         self._at_provider.discard(task.id)
         self._queue.appendleft(task.id)
         self._queue_moved()
@@ -593,7 +569,7 @@ class TaskEngine:
             return
         if found is not None:
             log.info("Task %d: found at the provider as %s", task.id, found.task_id)
-            await self._track(task, found, expect=TaskState.SUBMITTING)
+            await self._track(task, found)
         elif task.submit_posts < 2:
             log.info("Task %d: the provider never got it; sending it once more", task.id)
             task = await self.store.update(task.id, submit_posts=max(task.submit_posts, 1) + 1)
@@ -603,9 +579,9 @@ class TaskEngine:
                 task, FailureReason.NOT_SUBMITTED, "the submit never reached the provider"
             )
 
-    async def _track(self, task: Task, remote: KlingTask, *, expect: TaskState) -> None:
+    async def _track(self, task: Task, remote: KlingTask) -> None:
         task = await self.store.transition(
-            task.id, TaskState.SUBMITTED, expect=expect, kling_task_id=remote.task_id
+            task.id, TaskState.SUBMITTED, kling_task_id=remote.task_id
         )
         self._gaps[task.id] = self.config.poll_interval
         await self._tell(self.notifier.progress(task, None))
@@ -653,7 +629,6 @@ class TaskEngine:
             task = await self.store.transition(
                 task.id,
                 TaskState.SUCCEEDED,
-                expect=(TaskState.SUBMITTED, TaskState.PROCESSING),
                 video_url=video.url,
                 status_message=remote.task_status_msg,
             )
@@ -664,9 +639,7 @@ class TaskEngine:
             message = remote.task_status_msg or "the provider gave no reason"
             await self._fail(task, FailureReason.PROVIDER_FAILED, message)
         elif status is TaskStatus.PROCESSING and task.state is not TaskState.PROCESSING:
-            task = await self.store.transition(
-                task.id, TaskState.PROCESSING, expect=TaskState.SUBMITTED
-            )
+            task = await self.store.transition(task.id, TaskState.PROCESSING)
             self._gaps[task.id] = self.config.poll_interval  # it moved: look again soon
             await self._tell(self.notifier.progress(task, None))
             self._schedule(task.id, Action.POLL, self._grow_gap(task.id))
@@ -695,12 +668,6 @@ class TaskEngine:
             task = await self.store.transition(
                 task.id,
                 TaskState.TIMED_OUT,
-                expect=(
-                    TaskState.QUEUED,
-                    TaskState.SUBMITTING,
-                    TaskState.SUBMITTED,
-                    TaskState.PROCESSING,
-                ),
                 error_code=FailureReason.TIMED_OUT.value,
                 status_message=f"not finished after {self.config.task_timeout:g} s",
             )
@@ -717,7 +684,6 @@ class TaskEngine:
             task = await self.store.transition(
                 task.id,
                 TaskState.FAILED,
-                expect=(TaskState.SUBMITTING, TaskState.SUBMITTED, TaskState.PROCESSING),
                 error_code=reason.value,
                 status_message=message,
             )
@@ -764,12 +730,7 @@ class TaskEngine:
             self._notifier_failed(task, Action.DELIVER, "delivery")
             return
         with contextlib.suppress(StaleTransition):
-            await self.store.transition(
-                task.id,
-                TaskState.DELIVERED,
-                expect=TaskState.SUCCEEDED,
-                result_message_id=message_id,
-            )
+            await self.store.transition(task.id, TaskState.DELIVERED, result_message_id=message_id)
         self._forget(task.id)
 
     def _notifier_failed(self, task: Task, action: Action, what: str) -> None:
@@ -862,7 +823,9 @@ class TaskEngine:
         removed = await self.store.delete_older_than(self._clock() - keep_rows)
         if removed:
             log.info(
-                "Removed %d finished task(s) unchanged for %.0f days", removed, keep_rows / 86400
+                "Removed %d finished task(s) unchanged for %.0f days",
+                removed,
+                keep_rows / DAY_SECONDS,
             )
 
     def _in_media_dir(self, path: str) -> bool:

@@ -23,8 +23,7 @@ import asyncio
 import json
 import sqlite3
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
@@ -35,45 +34,36 @@ from typing import Any, Literal
 import aiosqlite
 
 from bot.quota import DAY_SECONDS, QuotaExceeded, QuotaKind, QuotaLimits
+from bot.tasks import (
+    ACTIVE,
+    FINISHED,
+    TERMINAL,
+    TRANSITIONS,
+    GuildSettings,
+    NewTask,
+    QuotaOverride,
+    Task,
+    TaskNotes,
+    TaskOptions,
+    TaskState,
+    UsageSummary,
+)
 
 __all__ = [
-    "ACTIVE",
-    "FINISHED",
     "MIGRATIONS",
     "SCHEMA_VERSION",
-    "TERMINAL",
     "UPDATABLE_COLUMNS",
-    "GuildSettings",
     "IntakeStage",
     "InteractionKind",
     "MigrationError",
     "NewOpenInteraction",
-    "NewTask",
     "OpenInteraction",
-    "QuotaOverride",
     "StaleTransition",
     "StoreError",
-    "Task",
     "TaskNotFound",
-    "TaskState",
     "TaskStore",
-    "UsageSummary",
-    "new_external_task_id",
     "parse_database_url",
 ]
-
-
-class TaskState(StrEnum):
-    """Where a task is in its life (see DESIGN.md, "A task's life")."""
-
-    QUEUED = "queued"
-    SUBMITTING = "submitting"
-    SUBMITTED = "submitted"
-    PROCESSING = "processing"
-    SUCCEEDED = "succeeded"
-    DELIVERED = "delivered"
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"
 
 
 class InteractionKind(StrEnum):
@@ -90,20 +80,6 @@ class IntakeStage(StrEnum):
     RESERVED = "reserved"  # its task is stored and quota reserved; the status message may be out
     STARTED = "started"  # the status message is recorded and the engine has the task
 
-
-#: States that hold a concurrent-quota slot ("not yet finished").
-ACTIVE: frozenset[TaskState] = frozenset(
-    {TaskState.QUEUED, TaskState.SUBMITTING, TaskState.SUBMITTED, TaskState.PROCESSING}
-)
-#: States that free the concurrent slot.
-FINISHED: frozenset[TaskState] = frozenset(
-    {TaskState.SUCCEEDED, TaskState.DELIVERED, TaskState.FAILED, TaskState.TIMED_OUT}
-)
-#: States the engine never moves a task out of (succeeded still needs delivery).
-TERMINAL: frozenset[TaskState] = frozenset(
-    {TaskState.DELIVERED, TaskState.FAILED, TaskState.TIMED_OUT}
-)
-_FINISHED_AT_ON_ENTRY = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.TIMED_OUT})
 
 _STATE_LIST = ", ".join(f"'{s.value}'" for s in TaskState)
 _ACTIVE_SQL = ", ".join(f"'{s.value}'" for s in sorted(ACTIVE))
@@ -281,78 +257,15 @@ class StaleTransition(StoreError):
 # --- rows --------------------------------------------------------------------------------------
 
 
-def new_external_task_id() -> str:
-    """A fresh id for a task, ours, sent to the API so an interrupted submit can be found."""
-    return f"kvb-{uuid.uuid4().hex}"
-
-
-@dataclass(frozen=True, slots=True)
-class Task:
-    """One task row, as stored (times are Unix seconds)."""
-
-    id: int
-    external_task_id: str
-    kling_task_id: str | None
-    user_id: int
-    guild_id: int | None
-    channel_id: int
-    status_message_id: int | None
-    thread_id: int | None
-    result_message_id: int | None
-    locale: str
-    prompt: str
-    options: dict[str, Any]
-    image_count: int
-    input_dir: str
-    state: TaskState
-    status_message: str | None
-    error_code: str | None
-    video_url: str | None
-    video_path: str | None
-    video_bytes: int | None
-    attempts: int
-    quota_refunded: bool
-    callback_token: str | None
-    upload_limit: int
-    created_at: float
-    updated_at: float
-    submitted_at: float | None
-    finished_at: float | None
-    delivered_at: float | None
-    quota_reset_at: float | None
-    inputs_removed_at: float | None
-    submit_posts: int = 0
-    notified_at: float | None = None
-    log_started_at: float | None = None
-    log_message_id: int | None = None
-
-    @property
-    def is_finished(self) -> bool:
-        """Whether the task no longer holds a concurrent-quota slot."""
-        return self.state in FINISHED
-
-    @property
-    def is_terminal(self) -> bool:
-        """Whether the engine is done with the task (delivered, failed or timed out)."""
-        return self.state in TERMINAL
-
-    @property
-    def is_told(self) -> bool:
-        """Whether the user was told how the task ended (nothing left to do for it)."""
-        return self.notified_at is not None
-
-    @property
-    def counts_against_quota(self) -> bool:
-        """Whether the task counts toward the daily limits (not refunded, not reset)."""
-        return not self.quota_refunded and self.quota_reset_at is None
-
-
-_TASK_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Task))
+#: The columns of the tasks table, in `Task`'s order: its fields but `notes`, which shares the
+#: `options` column's JSON object with the options.
+_TASK_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Task) if f.name != "notes")
 _SELECT_TASK = f"SELECT {', '.join(_TASK_COLUMNS)} FROM tasks"
 _RETURNING = f"RETURNING {', '.join(_TASK_COLUMNS)}"
 #: Columns `update` and `transition` may set; the rest are managed by the store.
-UPDATABLE_COLUMNS: frozenset[str] = frozenset(_TASK_COLUMNS) - {
+UPDATABLE_COLUMNS: frozenset[str] = (frozenset(_TASK_COLUMNS) | {"notes"}) - {
     "id",
+    "options",  # what was sent to the API; the notes beside it in the column may change
     "external_task_id",
     "user_id",
     "guild_id",
@@ -367,7 +280,7 @@ _NOT_NULL_UPDATABLE = frozenset(
         "channel_id",
         "locale",
         "prompt",
-        "options",
+        "notes",
         "image_count",
         "input_dir",
         "attempts",
@@ -380,29 +293,12 @@ _NOT_NULL_UPDATABLE = frozenset(
 def _task_from_row(row: Sequence[Any]) -> Task:
     """Build a `Task` from a row selected with `_TASK_COLUMNS` in order."""
     values = dict(zip(_TASK_COLUMNS, row, strict=True))
-    values["options"] = json.loads(values["options"])
+    stored = json.loads(values["options"])
+    values["options"] = TaskOptions.from_json(stored)
+    values["notes"] = TaskNotes.from_json(stored)
     values["state"] = TaskState(values["state"])
     values["quota_refunded"] = bool(values["quota_refunded"])
     return Task(**values)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NewTask:
-    """What the Discord side knows when it asks for a task: the fields of the insert."""
-
-    user_id: int
-    guild_id: int | None
-    channel_id: int
-    locale: str
-    prompt: str
-    options: dict[str, Any]
-    image_count: int
-    input_dir: str
-    upload_limit: int
-    callback_token: str | None = None
-    status_message_id: int | None = None
-    thread_id: int | None = None
-    external_task_id: str = field(default_factory=new_external_task_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,41 +356,6 @@ def _interaction_from_row(row: Sequence[Any]) -> OpenInteraction:
     values["kind"] = InteractionKind(values["kind"])
     values["stage"] = IntakeStage(values["stage"])
     return OpenInteraction(**values)
-
-
-@dataclass(frozen=True, slots=True)
-class QuotaOverride:
-    """A per-role or per-user quota override in one guild (None = does not set that limit)."""
-
-    daily: int | None = None
-    concurrent: int | None = None
-    exempt: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class GuildSettings:
-    """Everything a guild's admins have set (limit None = use the global default)."""
-
-    guild_id: int
-    daily_per_user: int | None = None
-    concurrent_per_user: int | None = None
-    daily_per_guild: int | None = None
-    log_channel_id: int | None = None
-    role_overrides: Mapping[int, QuotaOverride] = field(default_factory=dict)
-    user_overrides: Mapping[int, QuotaOverride] = field(default_factory=dict)
-    blocked_users: frozenset[int] = frozenset()
-    blocked_words: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class UsageSummary:
-    """A guild's usage since a moment, for the admin command."""
-
-    tasks: int
-    counted: int
-    by_state: dict[TaskState, int]
-    distinct_users: int
-    top_users: tuple[tuple[int, int], ...]
 
 
 _GUILD_LIMITS: frozenset[str] = frozenset(
@@ -663,7 +524,7 @@ class TaskStore:
         links the task to it and moves it to `reserved`, so a crash can never leave a task that
         its request doesn't know of (nor reserve twice for one request).
         """
-        options = _dump_options(new_task.options)
+        options = _options_json(new_task.options, new_task.notes)
         now = self._now()
         since = now - window
         user_id, guild_id = new_task.user_id, new_task.guild_id
@@ -734,57 +595,47 @@ class TaskStore:
 
     # --- writes on one task ------------------------------------------------------------------
 
-    async def transition(
-        self,
-        task_id: int,
-        to: TaskState,
-        *,
-        expect: TaskState | Collection[TaskState] | None = None,
-        **fields: Any,
-    ) -> Task:
-        """Move a task to `to` (plus `fields`) in one UPDATE, guarded by its current state.
+    async def transition(self, task_id: int, to: TaskState, **fields: Any) -> Task:
+        """Move a task to `to` (plus `fields`) in one UPDATE, from a state `TRANSITIONS` allows.
 
         Sets `updated_at`; `submitted_at` on entering submitted, `finished_at` on entering
         succeeded/failed/timed_out (and delivered, if not set yet), `delivered_at` on
-        delivered — unless given in `fields`. Raises `StaleTransition` when the task is not
-        in one of the `expect`ed states, `TaskNotFound` when it does not exist.
+        delivered — unless given in `fields`. Raises `StaleTransition` when the task is in a
+        state `to` can't be entered from, `TaskNotFound` when it does not exist.
         """
         to = TaskState(to)
-        expected: frozenset[TaskState] | None
-        if expect is None:
-            expected = None
-        elif isinstance(expect, str):
-            expected = frozenset({TaskState(expect)})
-        else:
-            expected = frozenset(TaskState(s) for s in expect)
-        assignments, params = _assignments(fields)
+        expected = TRANSITIONS[to]
         now = self._now()
-        assignments = ["state = ?", *assignments, "updated_at = ?"]
-        params = [to.value, *params, now]
+        assignments = ["state = ?", "updated_at = ?"]
+        params: list[Any] = [to.value, now]
         if to is TaskState.SUBMITTED and "submitted_at" not in fields:
             assignments.append("submitted_at = ?")
             params.append(now)
-        if to in _FINISHED_AT_ON_ENTRY and "finished_at" not in fields:
-            assignments.append("finished_at = ?")
+        if to in FINISHED and "finished_at" not in fields:
+            if to is TaskState.DELIVERED:  # delivered after succeeded: keep when it finished
+                assignments.append("finished_at = COALESCE(finished_at, ?)")
+            else:
+                assignments.append("finished_at = ?")
             params.append(now)
         if to is TaskState.DELIVERED:
             if "notified_at" not in fields:  # its video is the user's answer
                 assignments.append("notified_at = ?")
                 params.append(now)
-            if "finished_at" not in fields:
-                assignments.append("finished_at = COALESCE(finished_at, ?)")
-                params.append(now)
             if "delivered_at" not in fields:
                 assignments.append("delivered_at = ?")
                 params.append(now)
-        where = "id = ?"
-        params.append(task_id)
-        if expected is not None:
-            where += f" AND state IN ({', '.join('?' for _ in expected)})"
-            params.extend(s.value for s in expected)
-        sql = f"UPDATE tasks SET {', '.join(assignments)} WHERE {where} {_RETURNING}"
         async with self._connection() as conn:
-            rows = list(await conn.execute_fetchall(sql, params))
+            options = await _stored_options(conn, task_id) if "notes" in fields else None
+            more, more_params = _assignments(fields, options)
+            sql = (
+                f"UPDATE tasks SET {', '.join([*assignments, *more])} WHERE id = ? "
+                f"AND state IN ({', '.join('?' for _ in expected)}) {_RETURNING}"
+            )
+            rows = list(
+                await conn.execute_fetchall(
+                    sql, [*params, *more_params, task_id, *(s.value for s in expected)]
+                )
+            )
             if not rows:
                 found = list(
                     await conn.execute_fetchall("SELECT state FROM tasks WHERE id = ?", (task_id,))
@@ -793,17 +644,20 @@ class TaskStore:
             return _task_from_row(rows[0])
         if not found:
             raise TaskNotFound(task_id)
-        assert expected is not None
         raise StaleTransition(task_id, to, expected, TaskState(found[0][0]))
 
     async def update(self, task_id: int, **fields: Any) -> Task:
-        """Set non-state fields of a task (e.g. thread_id, status_message_id, attempts)."""
+        """Set non-state fields of a task (e.g. thread_id, status_message_id, notes)."""
         if not fields:
             raise ValueError("update needs at least one field")
-        assignments, params = _assignments(fields)
         now = self._now()
-        sql = f"UPDATE tasks SET {', '.join(assignments)}, updated_at = ? WHERE id = ? {_RETURNING}"
         async with self._connection() as conn:
+            options = await _stored_options(conn, task_id) if "notes" in fields else None
+            assignments, params = _assignments(fields, options)
+            sql = (
+                f"UPDATE tasks SET {', '.join(assignments)}, updated_at = ? WHERE id = ? "
+                f"{_RETURNING}"
+            )
             rows = list(await conn.execute_fetchall(sql, [*params, now, task_id]))
         if not rows:
             raise TaskNotFound(task_id)
@@ -947,37 +801,25 @@ class TaskStore:
         return counts
 
     async def usage_summary(self, guild_id: int, since: float) -> UsageSummary:
-        """A guild's tasks since `since`: total, counted, by state, distinct and top users."""
+        """A guild's tasks since `since`: how many, by state, and by how many users."""
         async with self._connection() as conn:
             by_state_rows = await conn.execute_fetchall(
                 "SELECT state, COUNT(*) FROM tasks WHERE guild_id = ? AND created_at >= ? "
                 "GROUP BY state",
                 (guild_id, since),
             )
-            totals = next(
-                iter(
-                    await conn.execute_fetchall(
-                        f"SELECT COUNT(*), COUNT(DISTINCT user_id), "
-                        f"COALESCE(SUM({_COUNTED}), 0) "
-                        "FROM tasks WHERE guild_id = ? AND created_at >= ?",
-                        (guild_id, since),
-                    )
+            users = list(
+                await conn.execute_fetchall(
+                    "SELECT COUNT(DISTINCT user_id) FROM tasks "
+                    "WHERE guild_id = ? AND created_at >= ?",
+                    (guild_id, since),
                 )
-            )
-            top = await conn.execute_fetchall(
-                "SELECT user_id, COUNT(*) AS n FROM tasks WHERE guild_id = ? AND created_at >= ? "
-                "GROUP BY user_id ORDER BY n DESC, user_id LIMIT 10",
-                (guild_id, since),
             )
         by_state = dict.fromkeys(TaskState, 0)
         for state, count in by_state_rows:
             by_state[TaskState(state)] = int(count)
         return UsageSummary(
-            tasks=int(totals[0]),
-            counted=int(totals[2]),
-            by_state=by_state,
-            distinct_users=int(totals[1]),
-            top_users=tuple((int(u), int(n)) for u, n in top),
+            tasks=sum(by_state.values()), by_state=by_state, distinct_users=int(users[0][0])
         )
 
     # --- retention -----------------------------------------------------------------------------
@@ -1029,7 +871,7 @@ class TaskStore:
                     new.guild_id,
                     new.channel_id,
                     new.locale,
-                    _dump_options(new.payload),
+                    _dump_json(new.payload),
                     new.external_task_id,
                     new.task_id,
                     IntakeStage.RECEIVED.value,
@@ -1061,10 +903,11 @@ class TaskStore:
     async def hand_over(self, record_id: int, task_id: int, **task_fields: Any) -> Task:
         """Record the intake's last facts on its task (`task_fields`, e.g. the status message)
         and move the interaction to `started`, in one transaction: the task is the engine's."""
-        assignments, params = _assignments(task_fields)
         now = self._now()
-        assignments.append("updated_at = ?")
         async with self._transaction() as conn:
+            options = await _stored_options(conn, task_id) if "notes" in task_fields else None
+            assignments, params = _assignments(task_fields, options)
+            assignments.append("updated_at = ?")
             rows = list(
                 await conn.execute_fetchall(
                     f"UPDATE tasks SET {', '.join(assignments)} WHERE id = ? {_RETURNING}",
@@ -1301,15 +1144,33 @@ class TaskStore:
 # --- module helpers -------------------------------------------------------------------------
 
 
-def _dump_options(options: Mapping[str, Any]) -> str:
-    """Options as compact JSON (they must be a JSON object)."""
-    if not isinstance(options, Mapping):
-        raise TypeError("options must be a dict")
-    return json.dumps(dict(options), separators=(",", ":"), sort_keys=True)
+def _dump_json(value: Mapping[str, Any]) -> str:
+    """A JSON object, compact and with sorted keys."""
+    if not isinstance(value, Mapping):
+        raise TypeError("a JSON column holds an object (a dict)")
+    return json.dumps(dict(value), separators=(",", ":"), sort_keys=True)
 
 
-def _assignments(values: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
-    """`col = ?` pieces and parameters for an UPDATE, with names and values checked."""
+def _options_json(options: TaskOptions, notes: TaskNotes) -> str:
+    """The `options` column: the API options and the bot's notes in one JSON object."""
+    return _dump_json({**options.to_json(), **notes.to_json()})
+
+
+async def _stored_options(conn: aiosqlite.Connection, task_id: int) -> TaskOptions:
+    """A task's API options as stored (they never change after the insert)."""
+    rows = list(await conn.execute_fetchall("SELECT options FROM tasks WHERE id = ?", (task_id,)))
+    if not rows:
+        raise TaskNotFound(task_id)
+    return TaskOptions.from_json(json.loads(rows[0][0]))
+
+
+def _assignments(
+    values: Mapping[str, Any], options: TaskOptions | None = None
+) -> tuple[list[str], list[Any]]:
+    """`col = ?` pieces and parameters for an UPDATE, with names and values checked.
+
+    `notes` is written into the `options` column, beside the task's stored `options`.
+    """
     unknown = set(values) - UPDATABLE_COLUMNS
     if unknown:
         raise ValueError(f"not an updatable task field: {', '.join(sorted(unknown))}")
@@ -1319,8 +1180,9 @@ def _assignments(values: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
         value = values[name]
         if value is None and name in _NOT_NULL_UPDATABLE:
             raise ValueError(f"{name} cannot be None")
-        if name == "options":
-            value = _dump_options(value)
+        if name == "notes":
+            assert options is not None, "notes are written beside the stored options"
+            name, value = "options", _options_json(options, value)
         elif isinstance(value, StrEnum):
             value = value.value
         assignments.append(f"{name} = ?")

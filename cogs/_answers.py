@@ -22,6 +22,7 @@ import discord
 
 from bot.store import InteractionKind, NewOpenInteraction, OpenInteraction
 from bot.strings import text
+from bot.tasks import ResultWhere
 from cogs._messages import clip
 
 if TYPE_CHECKING:
@@ -127,7 +128,7 @@ async def tell_user(bot: KlingBot, entry: OpenInteraction, content: str) -> None
     """
     content = clip(content, MESSAGE_MAX)
     places: list[discord.abc.Messageable] = []
-    if entry.payload.get("where") != "dm":
+    if entry.payload.get("where") != ResultWhere.DM:
         places.append(bot.get_partial_messageable(entry.channel_id, guild_id=entry.guild_id))
     try:
         places.append(await open_dm(bot, entry.user_id))

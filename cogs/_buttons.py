@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.store import InteractionKind, OpenInteraction, Task
+from bot.store import InteractionKind, OpenInteraction
 from bot.strings import text
+from bot.tasks import Task
 from cogs._answers import acknowledge, answer, find_own_message
 from cogs._messages import clip, options_text, state_text
 

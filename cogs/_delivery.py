@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.store import Task, TaskState
+from bot.quota import DAY_SECONDS
 from bot.strings import text
+from bot.tasks import Task, TaskState
 from cogs._answers import carries_button, find_own_message, open_dm
 from cogs._buttons import notice_view, result_view, task_marker
 from cogs._messages import clip, failure_reason, jump_url, link_guild, status_embed
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 
 EDIT_INTERVAL = 5.0
 MESSAGE_MAX = 2000
-DAY = 86400.0
 
 
 class DiscordNotifier:
@@ -158,13 +158,11 @@ class DiscordNotifier:
 
     async def quota_line(self, task: Task) -> str | None:
         """The user's quota in words, for the status message."""
-        limit = task.options.get("quota_daily")
+        limit = task.notes.quota_daily
         if limit is None:
             return text(task.locale, "status.quota_unlimited")
-        used = await self.bot.store.usage(user_id=task.user_id, since=time.time() - DAY)
-        return text(
-            task.locale, "status.quota_value", remaining=max(0, int(limit) - used), limit=limit
-        )
+        used = await self.bot.store.usage(user_id=task.user_id, since=time.time() - DAY_SECONDS)
+        return text(task.locale, "status.quota_value", remaining=max(0, limit - used), limit=limit)
 
     # --- the result ---------------------------------------------------------------------------
 
@@ -193,7 +191,7 @@ class DiscordNotifier:
         """
         marker = task_marker(task.id)
         since = task.finished_at or task.created_at
-        for channel in await self._places(task, with_dm=bool(task.options.get("dm_fallback"))):
+        for channel in await self._places(task, with_dm=task.notes.dm_fallback):
             found = await find_own_message(
                 self.bot, channel, since, lambda message: carries_button(message, marker)
             )
@@ -248,8 +246,8 @@ class DiscordNotifier:
             if refused is not None:
                 raise refused from None
             raise
-        if not task.options.get("dm_fallback"):  # written before the post, so it is looked for
-            await self.bot.store.update(task.id, options={**task.options, "dm_fallback": True})
+        if not task.notes.dm_fallback:  # written before the post, so it is looked for
+            await self.bot.store.update(task.id, notes=replace(task.notes, dm_fallback=True))
         return await self._post(dm, task, content, view, video)
 
     @staticmethod

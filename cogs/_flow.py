@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,19 +28,21 @@ import discord
 from bot.config import ImageTransport
 from bot.engine import new_callback_token
 from bot.images import AttachmentRef, ImageIntakeError, prepare_images
-from bot.kling.models import MAX_NEGATIVE_PROMPT, MAX_PROMPT
+from bot.kling.models import DURATIONS, MAX_NEGATIVE_PROMPT, MAX_PROMPT, MODES
 from bot.quota import QuotaExceeded, find_blocked_word, resolve_limits
-from bot.store import (
+from bot.store import IntakeStage, InteractionKind, OpenInteraction
+from bot.strings import image_templates, text
+from bot.tasks import (
+    FailureReason,
     GuildSettings,
-    IntakeStage,
-    InteractionKind,
     NewTask,
-    OpenInteraction,
+    ResultWhere,
     Task,
+    TaskNotes,
+    TaskOptions,
     TaskState,
     new_external_task_id,
 )
-from bot.strings import image_templates, text
 from cogs._answers import acknowledge, answer, find_own_message, open_dm, tell_user, token_alive
 from cogs._messages import clip, describe_error, jump_url, link_guild, status_embed, timestamp
 
@@ -49,9 +51,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DURATIONS = ("5", "10")
-MODES = ("std", "pro")
-ASPECT_RATIOS = ("16:9", "9:16", "1:1")
 THREAD_NAME_MAX = 100
 THREAD_EXISTS = 160004  # Discord: "A thread has already been created for this message"
 #: An intake is resumed after a restart only while its token answers for this much longer.
@@ -100,16 +99,15 @@ class VideoRequest:
             out.append(text(locale, "reply.bad_cfg"))
         return out
 
-    def options(self) -> dict[str, Any]:
-        """The API options that were set."""
-        values = {
-            "duration": self.duration,
-            "mode": self.mode,
-            "aspect_ratio": self.aspect_ratio,
-            "negative_prompt": self.negative_prompt or None,
-            "cfg_scale": self.cfg_scale,
-        }
-        return {key: value for key, value in values.items() if value is not None}
+    def options(self) -> TaskOptions:
+        """The API options, as asked for."""
+        return TaskOptions(
+            duration=self.duration,
+            mode=self.mode,
+            aspect_ratio=self.aspect_ratio,
+            negative_prompt=self.negative_prompt or None,
+            cfg_scale=self.cfg_scale,
+        )
 
     def to_payload(self) -> dict[str, Any]:
         """The request as JSON-ready data, for its record."""
@@ -167,12 +165,15 @@ def can_open_thread(interaction: discord.Interaction[Any]) -> bool:
 def video_payload(interaction: discord.Interaction[Any], request: VideoRequest) -> dict[str, Any]:
     """Everything the request needs of the interaction, read before any I/O, for its record."""
     missing = missing_permissions(interaction)
-    where = "dm" if missing else ("thread" if can_open_thread(interaction) else "channel")
+    if missing:
+        where = ResultWhere.DM
+    else:
+        where = ResultWhere.THREAD if can_open_thread(interaction) else ResultWhere.CHANNEL
     return {
         "request": request.to_payload(),
         "roles": [role.id for role in getattr(interaction.user, "roles", [])],
         "upload_limit": interaction.filesize_limit,
-        "where": where,
+        "where": where.value,
         "missing": missing,
     }
 
@@ -195,13 +196,13 @@ async def regenerate(interaction: discord.Interaction[Any], original: Task) -> N
     options = original.options
     request = VideoRequest(
         prompt=original.prompt,
-        duration=options.get("duration"),
-        mode=options.get("mode"),
-        aspect_ratio=options.get("aspect_ratio"),
-        negative_prompt=options.get("negative_prompt"),
-        cfg_scale=options.get("cfg_scale"),
+        duration=options.duration,
+        mode=options.mode,
+        aspect_ratio=options.aspect_ratio,
+        negative_prompt=options.negative_prompt,
+        cfg_scale=options.cfg_scale,
         source_task_id=original.id,
-        image_names=list(options.get("image_names") or []),
+        image_names=list(original.notes.image_names),
     )
     await start_video(interaction, request)
 
@@ -300,9 +301,9 @@ def _accepted(entry: OpenInteraction, task: Task) -> str:
     assert task.status_message_id is not None
     link = jump_url(link_guild(task), task.channel_id, task.status_message_id)
     reply = text(locale, "reply.accepted", link=link)
-    if task.options.get("result_where") == "dm":
+    if task.notes.result_where is ResultWhere.DM:
         reply += "\n" + text(locale, "status.result_in_dm")
-    changes = task.options.get("image_changes") or []
+    changes = task.notes.image_changes
     if changes:
         reply += "\n" + text(
             locale, "reply.accepted_changes", changes="\n".join(f"• {c}" for c in changes)
@@ -339,16 +340,13 @@ async def _reserve(bot: KlingBot, entry: OpenInteraction, request: VideoRequest)
     limits = resolve_limits(bot.settings, guild_settings, roles, entry.user_id)
     assert entry.external_task_id is not None
     folder = await bot.media.save_inputs(entry.external_task_id, inputs)
-    options: dict[str, Any] = {
-        **request.options(),
-        "image_names": request.image_names,
-        "result_where": entry.payload["where"],
-        "quota_daily": None if limits.exempt else limits.daily_per_user,
-    }
-    if image_urls and len(image_urls) == len(inputs):
-        options["image_urls"] = image_urls
-    if changes:
-        options["image_changes"] = changes
+    notes = TaskNotes(
+        result_where=ResultWhere(entry.payload["where"]),
+        quota_daily=None if limits.exempt else limits.daily_per_user,
+        image_names=tuple(request.image_names),
+        image_changes=tuple(changes),
+        image_urls=tuple(image_urls) if len(image_urls) == len(inputs) else (),
+    )
     try:
         return await bot.store.reserve(
             NewTask(
@@ -357,7 +355,8 @@ async def _reserve(bot: KlingBot, entry: OpenInteraction, request: VideoRequest)
                 channel_id=entry.channel_id,
                 locale=locale,
                 prompt=request.prompt.strip(),
-                options=options,
+                options=request.options(),
+                notes=notes,
                 image_count=len(inputs),
                 input_dir=str(folder),
                 upload_limit=int(entry.payload["upload_limit"]),
@@ -430,8 +429,7 @@ async def _abandon(bot: KlingBot, task: Task) -> None:
             await bot.store.transition(
                 task.id,
                 TaskState.FAILED,
-                expect=TaskState.QUEUED,
-                error_code="not_submitted",
+                error_code=FailureReason.NOT_SUBMITTED.value,
                 status_message=BROKE_IN_INTAKE,
             )
             await bot.store.refund(task.id)
@@ -454,13 +452,13 @@ async def _post_status(
     (a run was killed after the reservation) the message that run may have posted is looked
     for first, and a thread it opened is taken as it is.
     """
-    where = task.options.get("result_where")
+    where = task.notes.result_where
     quota_line = await bot.notifier.quota_line(task)
     position = bot.engine.next_queue_position()
     message: discord.Message | None = None
     try:
         channel: discord.abc.Messageable
-        if where == "dm":
+        if where is ResultWhere.DM:
             channel = await open_dm(bot, entry.user_id)
         else:
             channel = bot.get_partial_messageable(task.channel_id, guild_id=task.guild_id)
@@ -478,16 +476,15 @@ async def _post_status(
         await bot.store.transition(
             task.id,
             TaskState.FAILED,
-            expect=TaskState.QUEUED,
-            error_code="not_submitted",
+            error_code=FailureReason.NOT_SUBMITTED.value,
             status_message=CANNOT_POST,
         )
         await bot.store.refund(task.id)
         raise CannotPost from None
     thread_id: int | None = None
-    if where == "thread" and message.flags.has_thread:  # opened before a crash
+    if where is ResultWhere.THREAD and message.flags.has_thread:  # opened before a crash
         thread_id = message.id  # a thread made from a message has the message's id
-    elif where == "thread":
+    elif where is ResultWhere.THREAD:
         name = text(task.locale, "status.thread_name", task_id=task.id, prompt=task.prompt)
         try:
             thread = await message.create_thread(name=clip(name, THREAD_NAME_MAX))
@@ -497,17 +494,16 @@ async def _post_status(
                 thread_id = message.id
             else:
                 log.info("Task %d: no thread (%s); the result goes to the channel", task.id, error)
-    options = dict(task.options)
-    if where == "thread" and thread_id is None:
-        options["result_where"] = "channel"
+    no_thread = where is ResultWhere.THREAD and thread_id is None
+    notes = replace(task.notes, result_where=ResultWhere.CHANNEL) if no_thread else task.notes
     task = await bot.store.hand_over(
         entry.id,
         task.id,
         channel_id=message.channel.id,
         status_message_id=message.id,
         thread_id=thread_id,
-        options=options,
+        notes=notes,
     )
-    if where == "thread" and thread_id is None:
+    if no_thread:
         await bot.notifier.edit_status(task, queue_position=position)
     return task

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import discord
 
-from bot.engine import FailureReason
 from bot.images import ImageIntakeError
 from bot.kling.errors import KlingError
+from bot.kling.models import DEFAULT_ASPECT_RATIO, DEFAULT_DURATION, DEFAULT_MODE
 from bot.quota import QuotaExceeded, QuotaKind
-from bot.store import Task, TaskState
 from bot.strings import image_templates, text
+from bot.tasks import FailureReason, ResultWhere, Task, TaskState
 
 EMBED_FIELD_MAX = 1024
 COLOURS = {
@@ -27,7 +27,7 @@ def jump_url(guild_id: int | None, channel_id: int, message_id: int) -> str:
 
 def link_guild(task: Task) -> int | None:
     """The guild part of a jump link to the task's messages (None when they live in DMs)."""
-    return None if task.options.get("result_where") == "dm" else task.guild_id
+    return None if task.notes.result_where is ResultWhere.DM else task.guild_id
 
 
 def clip(value: str, limit: int) -> str:
@@ -47,21 +47,19 @@ def options_text(task: Task) -> str:
         text(
             task.locale,
             "options.value",
-            duration=options.get("duration") or "5",
-            mode=options.get("mode") or "std",
-            aspect_ratio=options.get("aspect_ratio") or "16:9",
+            duration=options.duration or DEFAULT_DURATION,
+            mode=options.mode or DEFAULT_MODE,
+            aspect_ratio=options.aspect_ratio or DEFAULT_ASPECT_RATIO,
         )
     ]
-    if options.get("negative_prompt"):
+    if options.negative_prompt:
         lines.append(
             text(
-                task.locale,
-                "options.negative",
-                negative_prompt=clip(options["negative_prompt"], 200),
+                task.locale, "options.negative", negative_prompt=clip(options.negative_prompt, 200)
             )
         )
-    if options.get("cfg_scale") is not None:
-        lines.append(text(task.locale, "options.cfg", cfg_scale=options["cfg_scale"]))
+    if options.cfg_scale is not None:
+        lines.append(text(task.locale, "options.cfg", cfg_scale=options.cfg_scale))
     return "\n".join(lines)
 
 
@@ -99,7 +97,7 @@ def status_embed(
     embed.add_field(
         name=text(locale, "status.prompt"), value=clip(task.prompt, EMBED_FIELD_MAX), inline=False
     )
-    names = task.options.get("image_names") or []
+    names = task.notes.image_names
     if names:
         images = "\n".join(f"{i}. {clip(str(n), 60)}" for i, n in enumerate(names, start=1))
         embed.add_field(name=text(locale, "status.images"), value=images, inline=True)
@@ -114,10 +112,10 @@ def status_embed(
     )
     if quota_line:
         embed.add_field(name=text(locale, "status.quota"), value=quota_line, inline=True)
-    where = task.options.get("result_where")
-    if where == "thread" and task.thread_id:
+    where = task.notes.result_where
+    if where is ResultWhere.THREAD and task.thread_id:
         embed.set_footer(text=text(locale, "status.result_in_thread", where="🧵"))
-    elif where == "channel":
+    elif where is ResultWhere.CHANNEL:
         embed.set_footer(text=text(locale, "status.result_in_channel"))
     return embed
 

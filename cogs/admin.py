@@ -14,15 +14,15 @@ from discord import app_commands
 from discord.app_commands import locale_str as _
 from discord.ext import commands
 
-from bot.store import TaskState
+from bot.quota import DAY_SECONDS
 from bot.strings import text
+from bot.tasks import TaskState
 from cogs._messages import clip, state_text
 
 if TYPE_CHECKING:
     from bot.app import KlingBot
 
-DAY = 86400.0
-WEEK = 7 * DAY
+WEEK_SECONDS = 7 * DAY_SECONDS
 Limit = app_commands.Range[int, 0, 10_000]
 
 
@@ -325,8 +325,8 @@ class AdminCog(
         assert interaction.guild_id is not None
         locale = str(interaction.locale)
         now = time.time()
-        day = await self.bot.store.usage_summary(interaction.guild_id, now - DAY)
-        week = await self.bot.store.usage_summary(interaction.guild_id, now - WEEK)
+        day = await self.bot.store.usage_summary(interaction.guild_id, now - DAY_SECONDS)
+        week = await self.bot.store.usage_summary(interaction.guild_id, now - WEEK_SECONDS)
         body = text(
             locale,
             "admin.usage_body",

@@ -12,10 +12,17 @@ from discord.app_commands import locale_str as _
 from discord.ext import commands
 
 from bot.images import MAX_IMAGES, MIN_IMAGES
-from bot.kling.models import MAX_PROMPT
-from bot.quota import resolve_limits
-from bot.store import TaskState
+from bot.kling.models import (
+    ASPECT_RATIOS,
+    DEFAULT_DURATION,
+    DEFAULT_MODE,
+    DURATIONS,
+    MAX_PROMPT,
+    MODES,
+)
+from bot.quota import DAY_SECONDS, resolve_limits
 from bot.strings import text
+from bot.tasks import TaskState
 from cogs._buttons import TaskButton
 from cogs._flow import (
     VideoRequest,
@@ -30,9 +37,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DAY = 86400.0
 MODAL_TIMEOUT_SECONDS = 15 * 60
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+#: The names the commands show for the API's values (every value has one).
+DURATION_NAMES = {"5": _("5 seconds"), "10": _("10 seconds")}
+MODE_NAMES = {"std": _("std (standard)"), "pro": _("pro (higher quality)")}
+ASPECT_RATIO_NAMES = {
+    "16:9": _("16:9 landscape"),
+    "9:16": _("9:16 portrait"),
+    "1:1": _("1:1 square"),
+}
+
+
+def api_choices(
+    values: tuple[str, ...], names: dict[str, app_commands.locale_str]
+) -> list[app_commands.Choice[str]]:
+    """A command's choices for an option: each value the API takes, with its shown name."""
+    return [app_commands.Choice(name=names[value], value=value) for value in values]
 
 
 def looks_like_image(attachment: discord.Attachment) -> bool:
@@ -62,14 +83,14 @@ class VideoModal(discord.ui.Modal):
         )
         self.duration: discord.ui.TextInput[VideoModal] = discord.ui.TextInput(
             label=command_text(locale, "Duration (5 or 10)"),
-            default="5",
-            max_length=2,
+            default=DEFAULT_DURATION,
+            max_length=max(len(value) for value in DURATIONS),
             required=False,
         )
         self.mode: discord.ui.TextInput[VideoModal] = discord.ui.TextInput(
             label=command_text(locale, "Mode (std or pro)"),
-            default="std",
-            max_length=3,
+            default=DEFAULT_MODE,
+            max_length=max(len(value) for value in MODES),
             required=False,
         )
         for item in (self.prompt, self.duration, self.mode):
@@ -79,8 +100,8 @@ class VideoModal(discord.ui.Modal):
         """The same flow as /video (which acknowledges the form first)."""
         request = VideoRequest(
             prompt=self.prompt.value,
-            duration=(self.duration.value or "5").strip(),
-            mode=(self.mode.value or "std").strip().lower(),
+            duration=(self.duration.value or DEFAULT_DURATION).strip(),
+            mode=(self.mode.value or DEFAULT_MODE).strip().lower(),
             attachments=attachment_refs(self.attachments),
         )
         await start_video(interaction, request)
@@ -133,19 +154,9 @@ class VideoCog(commands.Cog):
         cfg_scale=_("How closely to follow the prompt, 0 to 1"),
     )
     @app_commands.choices(
-        duration=[
-            app_commands.Choice(name=_("5 seconds"), value="5"),
-            app_commands.Choice(name=_("10 seconds"), value="10"),
-        ],
-        mode=[
-            app_commands.Choice(name=_("std (standard)"), value="std"),
-            app_commands.Choice(name=_("pro (higher quality)"), value="pro"),
-        ],
-        aspect_ratio=[
-            app_commands.Choice(name=_("16:9 landscape"), value="16:9"),
-            app_commands.Choice(name=_("9:16 portrait"), value="9:16"),
-            app_commands.Choice(name=_("1:1 square"), value="1:1"),
-        ],
+        duration=api_choices(DURATIONS, DURATION_NAMES),
+        mode=api_choices(MODES, MODE_NAMES),
+        aspect_ratio=api_choices(ASPECT_RATIOS, ASPECT_RATIO_NAMES),
     )
     async def video(
         self,
@@ -198,7 +209,7 @@ class VideoCog(commands.Cog):
         roles = [role.id for role in getattr(interaction.user, "roles", [])]
         limits = resolve_limits(self.bot.settings, guild_settings, roles, interaction.user.id)
         now = time.time()
-        used = await store.usage(user_id=interaction.user.id, since=now - DAY)
+        used = await store.usage(user_id=interaction.user.id, since=now - DAY_SECONDS)
         active = await store.active_for_user(interaction.user.id)
         unlimited = text(locale, "quota.unlimited")
         next_free = await store.next_slot_frees_at(interaction.user.id, limit=limits.daily_per_user)

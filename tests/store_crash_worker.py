@@ -16,7 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.quota import QuotaExceeded, QuotaLimits
-from bot.store import NewTask, StaleTransition, TaskState, TaskStore
+from bot.store import StaleTransition, TaskStore
+from bot.tasks import NewTask, TaskOptions, TaskState
 
 USERS = (1, 2, 3)
 LIMITS = QuotaLimits(daily_per_user=None, concurrent_per_user=3)
@@ -47,7 +48,7 @@ async def _worker(store: TaskStore, fd: int, rng: random.Random) -> None:
                     channel_id=20,
                     locale="en-US",
                     prompt="crash " * rng.randint(1, 20),
-                    options={"duration": 5, "mode": "std"},
+                    options=TaskOptions(duration="5", mode="std"),
                     image_count=2,
                     input_dir="/tmp/in",
                     upload_limit=8_000_000,
@@ -64,7 +65,7 @@ async def _worker(store: TaskStore, fd: int, rng: random.Random) -> None:
         if rng.random() < 0.15:
             try:
                 moved = await store.transition(
-                    task.id, TaskState.FAILED, expect=task.state, error_code="provider_failed"
+                    task.id, TaskState.FAILED, error_code="provider_failed"
                 )
             except StaleTransition:
                 continue
@@ -74,12 +75,12 @@ async def _worker(store: TaskStore, fd: int, rng: random.Random) -> None:
             continue
         step = CHAIN.index(task.state) + 1
         try:
-            moved = await store.transition(task.id, CHAIN[step], expect=task.state, attempts=step)
+            moved = await store.transition(task.id, CHAIN[step], attempts=step)
         except StaleTransition:
             continue
         _log(fd, f"T {moved.id} {moved.state.value}")
         if moved.state is TaskState.SUCCEEDED:
-            moved = await store.transition(moved.id, TaskState.DELIVERED, expect=moved.state)
+            moved = await store.transition(moved.id, TaskState.DELIVERED)
             _log(fd, f"T {moved.id} delivered")
 
 

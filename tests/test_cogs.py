@@ -10,11 +10,10 @@ import pytest
 
 from bot.app import KlingBot, extension_names
 from bot.config import load_settings
-from bot.engine import FailureReason
 from bot.images import AttachmentRef, ImageIntakeError, ImageProblem
 from bot.quota import QuotaExceeded, QuotaKind
-from bot.store import Task, TaskState
 from bot.strings import EN, NL, NL_IMAGES, PROBLEM_TEXT, text
+from bot.tasks import FailureReason, ResultWhere, Task, TaskNotes, TaskOptions, TaskState
 from cogs._buttons import TaskButton, notice_view, result_view, task_marker
 from cogs._flow import VideoRequest
 from cogs._messages import describe_error, failure_reason, status_embed
@@ -79,7 +78,7 @@ def make_task(**changes: object) -> Task:
         result_message_id=None,
         locale="nl",
         prompt="een kat",
-        options={"duration": "10", "image_names": ["a.png", "b.png"], "result_where": "thread"},
+        options=TaskOptions(duration="10"),
         image_count=2,
         input_dir="/tmp/x",
         state=TaskState.QUEUED,
@@ -99,6 +98,7 @@ def make_task(**changes: object) -> Task:
         delivered_at=None,
         quota_reset_at=None,
         inputs_removed_at=None,
+        notes=TaskNotes(image_names=("a.png", "b.png"), result_where=ResultWhere.THREAD),
     )
     return replace(task, **changes)  # type: ignore[arg-type]
 

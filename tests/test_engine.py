@@ -10,17 +10,19 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from PIL import Image
 
-from bot.engine import EngineConfig, FailureReason, TaskEngine, new_callback_token
+from bot.engine import EngineConfig, TaskEngine, new_callback_token
 from bot.kling.client import ClientTimeouts, KlingClient
 from bot.kling.ratelimit import RateLimiter
 from bot.media import MediaStore
 from bot.quota import QuotaLimits
-from bot.store import NewTask, Task, TaskState, TaskStore
+from bot.store import TaskStore
+from bot.tasks import FailureReason, NewTask, Task, TaskOptions, TaskState
 from tests.fakes.cometapi import MP4_BYTES, FakeCometAPI, Roughness
 
 FAST = EngineConfig(
@@ -107,7 +109,7 @@ class World:
         return engine
 
     async def new_task(
-        self, engine: TaskEngine | None = None, *, images: int = 2, **options: object
+        self, engine: TaskEngine | None = None, *, images: int = 2, **options: Any
     ) -> Task:
         task = await self.store.reserve(
             NewTask(
@@ -116,7 +118,7 @@ class World:
                 channel_id=100,
                 locale="en-US",
                 prompt="a cat walks",
-                options=dict(options),
+                options=TaskOptions(**options),
                 image_count=images,
                 input_dir="",
                 upload_limit=10 * 1024 * 1024,
@@ -364,7 +366,7 @@ async def test_restart_picks_up_every_state(world: World) -> None:
             world.store, world.client(), world.notifier, world.session, world.media, FAST
         )._build_request(submitted)
     )
-    await world.store.transition(submitted.id, TaskState.SUBMITTING, expect=TaskState.QUEUED)
+    await world.store.transition(submitted.id, TaskState.SUBMITTING)
     await world.store.transition(submitted.id, TaskState.SUBMITTED, kling_task_id=remote.task_id)
     processing = await world.new_task()
     remote2 = await world.client().submit_multi_image(

@@ -15,7 +15,7 @@ from bot.quota import (
     refund_due,
     resolve_limits,
 )
-from bot.store import GuildSettings, QuotaOverride, TaskState
+from bot.tasks import GuildSettings, QuotaOverride, TaskState
 
 
 @dataclass

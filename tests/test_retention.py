@@ -11,7 +11,9 @@ import pytest
 
 from bot.engine import ROW_RETENTION_FLOOR_SECONDS, EngineConfig
 from bot.quota import QuotaLimits
-from bot.store import NewTask, Task, TaskState, TaskStore
+from bot.store import TaskStore
+from bot.tasks import NewTask, Task, TaskOptions, TaskState
+from tests.helpers import advance
 from tests.test_ops import idle_engine
 
 DAY = 86400.0
@@ -46,7 +48,7 @@ async def make_task(
             channel_id=100,
             locale="en-US",
             prompt="p",
-            options={},
+            options=TaskOptions(),
             image_count=1,
             input_dir=str(input_dir),
             upload_limit=1,
@@ -54,13 +56,12 @@ async def make_task(
         QuotaLimits.unlimited(),
     )
     if end is TaskState.DELIVERED:
-        await store.transition(task.id, TaskState.SUCCEEDED)
-        task = await store.transition(task.id, TaskState.DELIVERED)
+        task = await advance(store, task.id, TaskState.DELIVERED)
     elif end is TaskState.FAILED:
         task = await store.transition(task.id, TaskState.FAILED)
         await store.refund(task.id)
     elif end is not None:
-        task = await store.transition(task.id, end)
+        task = await advance(store, task.id, end)
     clock.now = NOW
     return task
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +19,29 @@ import pytest
 
 from bot.quota import QuotaExceeded, QuotaKind, QuotaLimits
 from bot.store import (
-    ACTIVE,
     MIGRATIONS,
     SCHEMA_VERSION,
-    TERMINAL,
     IntakeStage,
     InteractionKind,
     MigrationError,
     NewOpenInteraction,
-    NewTask,
     StaleTransition,
     StoreError,
     TaskNotFound,
-    TaskState,
     TaskStore,
 )
+from bot.tasks import (
+    ACTIVE,
+    FINISHED,
+    TERMINAL,
+    TRANSITIONS,
+    NewTask,
+    ResultWhere,
+    TaskNotes,
+    TaskOptions,
+    TaskState,
+)
+from tests.helpers import advance
 
 DAY = 86_400.0
 UNLIMITED = QuotaLimits.unlimited()
@@ -56,7 +65,7 @@ def new_task(user_id: int = 1, guild_id: int | None = 100, **kw: Any) -> NewTask
         "channel_id": 200,
         "locale": "en-US",
         "prompt": "a cat turns into a dog",
-        "options": {"duration": 5, "mode": "std", "aspect_ratio": "16:9", "cfg_scale": 0.5},
+        "options": TaskOptions(duration="5", mode="std", aspect_ratio="16:9", cfg_scale=0.5),
         "image_count": 3,
         "input_dir": "/data/media/in/x",
         "upload_limit": 10 * 1024 * 1024,
@@ -115,12 +124,12 @@ async def test_open_rejects_other_databases() -> None:
 async def test_reserve_inserts_queued_row(store: TaskStore, clock: Clock) -> None:
     task = await store.reserve(new_task(callback_token="tok"), UNLIMITED)
     assert task.state is TaskState.QUEUED
-    assert task.options == {"aspect_ratio": "16:9", "cfg_scale": 0.5, "duration": 5, "mode": "std"}
+    assert task.options == TaskOptions(duration="5", mode="std", aspect_ratio="16:9", cfg_scale=0.5)
     assert task.created_at == task.updated_at == clock.t
     assert task.external_task_id.startswith("kvb-")
     assert task.callback_token == "tok"
     assert task.kling_task_id is None and task.attempts == 0 and not task.quota_refunded
-    assert task.counts_against_quota and not task.is_finished
+    assert task.quota_reset_at is None and task.state not in FINISHED
     assert await store.get(task.id) == task
     assert await store.by_external_id(task.external_task_id) == task
     assert await store.get(999) is None
@@ -129,31 +138,40 @@ async def test_reserve_inserts_queued_row(store: TaskStore, clock: Clock) -> Non
 async def test_transition_sets_times_and_guards_state(store: TaskStore, clock: Clock) -> None:
     task = await store.reserve(new_task(), UNLIMITED)
     clock.t += 1
-    t = await store.transition(task.id, TaskState.SUBMITTING, expect=TaskState.QUEUED)
+    t = await store.transition(task.id, TaskState.SUBMITTING)
     assert t.state is TaskState.SUBMITTING and t.updated_at == clock.t
     clock.t += 1
-    t = await store.transition(
-        task.id, TaskState.SUBMITTED, expect=[TaskState.SUBMITTING], kling_task_id="k-1"
-    )
+    t = await store.transition(task.id, TaskState.SUBMITTED, kling_task_id="k-1")
     assert t.submitted_at == clock.t and t.kling_task_id == "k-1"
     assert await store.by_kling_id("k-1") == t
     with pytest.raises(StaleTransition) as info:
-        await store.transition(task.id, TaskState.SUBMITTING, expect=TaskState.QUEUED)
+        await store.transition(task.id, TaskState.SUBMITTING)
     assert info.value.actual is TaskState.SUBMITTED
     assert (await store.get(task.id)) == t  # unchanged
     clock.t += 5
-    t = await store.transition(
-        task.id, TaskState.SUCCEEDED, expect=ACTIVE, video_url="https://v/x.mp4"
-    )
-    assert t.finished_at == clock.t and t.is_finished and not t.is_terminal
+    t = await store.transition(task.id, TaskState.SUCCEEDED, video_url="https://v/x.mp4")
+    assert t.finished_at == clock.t and t.state in FINISHED and not t.is_terminal
     clock.t += 2
-    t = await store.transition(
-        task.id, TaskState.DELIVERED, expect=TaskState.SUCCEEDED, result_message_id=55
-    )
+    t = await store.transition(task.id, TaskState.DELIVERED, result_message_id=55)
     assert t.delivered_at == clock.t and t.finished_at == clock.t - 2 and t.is_terminal
     assert t.result_message_id == 55
     with pytest.raises(TaskNotFound):
         await store.transition(12345, TaskState.FAILED)
+
+
+@pytest.mark.parametrize("start", list(TaskState))
+async def test_only_the_moves_the_table_allows_are_made(store: TaskStore, start: TaskState) -> None:
+    for to in TaskState:
+        task = await store.reserve(new_task(), UNLIMITED)
+        if start is not TaskState.QUEUED:
+            task = await advance(store, task.id, start)
+        if start in TRANSITIONS[to]:
+            assert (await store.transition(task.id, to)).state is to
+        else:
+            with pytest.raises(StaleTransition) as info:
+                await store.transition(task.id, to)
+            assert info.value.actual is start and info.value.expected == TRANSITIONS[to]
+            assert await store.get(task.id) == task
 
 
 async def test_transition_and_update_validate_fields(store: TaskStore) -> None:
@@ -171,6 +189,20 @@ async def test_transition_and_update_validate_fields(store: TaskStore) -> None:
     assert t.state is TaskState.QUEUED
     with pytest.raises(TaskNotFound):
         await store.update(999, attempts=1)
+
+
+async def test_notes_are_written_beside_the_options_which_never_change(store: TaskStore) -> None:
+    notes = TaskNotes(result_where=ResultWhere.THREAD, image_names=("a.png", "b.png"))
+    task = await store.reserve(new_task(notes=notes), UNLIMITED)
+    assert task.notes == notes
+    fallback = replace(notes, dm_fallback=True)
+    moved = await store.update(task.id, notes=fallback)
+    assert (moved.options, moved.notes) == (task.options, fallback)
+    assert await store.get(task.id) == moved
+    with pytest.raises(ValueError):
+        await store.update(task.id, options=TaskOptions(duration="10"))
+    with pytest.raises(TaskNotFound):
+        await store.update(999, notes=notes)
 
 
 async def test_unique_ids_are_enforced(store: TaskStore) -> None:
@@ -201,8 +233,8 @@ async def test_queries(store: TaskStore, clock: Clock) -> None:
         clock.t += 1
         ids.append((await store.reserve(new_task(user_id=user), UNLIMITED)).id)
     await store.transition(ids[1], TaskState.SUBMITTING)
-    await store.transition(ids[3], TaskState.SUCCEEDED)
-    await store.transition(ids[4], TaskState.DELIVERED)
+    await advance(store, ids[3], TaskState.SUCCEEDED)
+    await advance(store, ids[4], TaskState.DELIVERED)
     queue = await store.queue()
     assert [(t.id, pos) for t, pos in queue] == [(ids[0], 1), (ids[2], 2)]
     assert await store.queue_position(ids[2]) == 2
@@ -222,13 +254,12 @@ async def test_usage_summary_and_retention(store: TaskStore, clock: Clock) -> No
     b = await store.reserve(new_task(user_id=2), UNLIMITED)
     await store.reserve(new_task(user_id=2), UNLIMITED)
     await store.reserve(new_task(user_id=9, guild_id=None), UNLIMITED)
-    await store.transition(a.id, TaskState.DELIVERED)
+    await advance(store, a.id, TaskState.DELIVERED)
     await store.transition(b.id, TaskState.FAILED)
     await store.refund(b.id)
     summary = await store.usage_summary(100, since=start)
-    assert summary.tasks == 3 and summary.counted == 2 and summary.distinct_users == 2
+    assert summary.tasks == 3 and summary.distinct_users == 2
     assert summary.by_state[TaskState.QUEUED] == 1 and summary.by_state[TaskState.FAILED] == 1
-    assert summary.top_users[0] == (2, 2)
     clock.t += 10
     assert [t.id for t in await store.expired_inputs(clock.t)] == [a.id, b.id]
     await store.update(a.id, inputs_removed_at=clock.t)
@@ -243,7 +274,7 @@ async def test_endings_are_unfinished_until_told(store: TaskStore) -> None:
     failed = await store.reserve(new_task(), UNLIMITED)
     delivered = await store.reserve(new_task(), UNLIMITED)
     await store.transition(failed.id, TaskState.FAILED)
-    moved = await store.transition(delivered.id, TaskState.DELIVERED)
+    moved = await advance(store, delivered.id, TaskState.DELIVERED)
     assert moved.is_told
     assert [t.id for t in await store.unfinished()] == [failed.id]
     await store.update(failed.id, notified_at=5.0)
@@ -329,7 +360,7 @@ async def test_concurrent_limit_counts_unfinished_tasks(store: TaskStore) -> Non
         await store.reserve(new_task(), limits)
     assert (info.value.kind, info.value.used, info.value.limit) == ("concurrent_user", 2, 2)
     assert info.value.next_free_at is None
-    await store.transition(a.id, TaskState.SUCCEEDED)
+    await advance(store, a.id, TaskState.SUCCEEDED)
     await store.reserve(new_task(), limits)
     await store.reserve(new_task(user_id=2), limits)  # another user is unaffected
 
@@ -339,7 +370,7 @@ async def test_daily_limit_rolls_and_reports_next_free(store: TaskStore, clock: 
     first = clock.t
     for _ in range(3):
         task = await store.reserve(new_task(), limits)
-        await store.transition(task.id, TaskState.DELIVERED)
+        await advance(store, task.id, TaskState.DELIVERED)
         clock.t += 100
     with pytest.raises(QuotaExceeded) as info:
         await store.reserve(new_task(), limits)
@@ -533,7 +564,8 @@ async def test_migrates_old_database_keeping_data(tmp_path: Path, version: int) 
         assert await store.schema_version() == SCHEMA_VERSION
         task = await store.by_external_id("ext-old")
         assert task is not None
-        assert (task.kling_task_id, task.locale, task.options) == ("k-old", "nl", {"duration": 10})
+        assert (task.kling_task_id, task.locale) == ("k-old", "nl")
+        assert task.options == TaskOptions(duration="10")
         assert task.state is TaskState.PROCESSING and task.quota_reset_at is None
         assert await store.usage(user_id=1, since=0) == 1
         await store.set_meta("k", "v")  # v2 tables exist
