@@ -5,22 +5,26 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import pytest
 
 from bot.quota import QuotaExceeded, QuotaKind, QuotaLimits
 from bot.store import (
     MIGRATIONS,
     SCHEMA_VERSION,
+    Connection,
     IntakeStage,
     InteractionKind,
     MigrationError,
@@ -30,6 +34,8 @@ from bot.store import (
     TaskNotFound,
     TaskStore,
 )
+from bot.store.database import Row
+from bot.store.sqlite import SqliteDatabase
 from bot.tasks import (
     ACTIVE,
     FINISHED,
@@ -74,6 +80,19 @@ def new_task(user_id: int = 1, guild_id: int | None = 100, **kw: Any) -> NewTask
     return NewTask(**values)
 
 
+def sqlite_connection(store: TaskStore) -> aiosqlite.Connection:
+    """The SQLite connection under a store (to look at what only SQLite can say)."""
+    db = store._db
+    assert isinstance(db, SqliteDatabase)
+    return db._conn
+
+
+async def schema_version(store: TaskStore) -> int:
+    """The schema version the database is at (SQLite's user_version)."""
+    rows = await sqlite_connection(store).execute_fetchall("PRAGMA user_version")
+    return int(next(iter(rows))[0])
+
+
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
@@ -98,19 +117,19 @@ async def test_open_file_sets_pragmas_and_creates_parent(tmp_path: Path) -> None
     path = tmp_path / "nested" / "dir" / "bot.sqlite3"
     async with await TaskStore.open(f"sqlite:///{path}") as store:
         assert path.exists()
-        conn = store._conn
+        conn = sqlite_connection(store)
         assert (await conn.execute_fetchall("PRAGMA journal_mode"))[0][0] == "wal"  # type: ignore[index]
         assert (await conn.execute_fetchall("PRAGMA foreign_keys"))[0][0] == 1  # type: ignore[index]
         assert (await conn.execute_fetchall("PRAGMA synchronous"))[0][0] == 1  # type: ignore[index]
         assert (await conn.execute_fetchall("PRAGMA busy_timeout"))[0][0] == 10_000  # type: ignore[index]
-        assert await store.schema_version() == SCHEMA_VERSION >= 3
+        assert await schema_version(store) == SCHEMA_VERSION >= 3
 
 
 async def test_open_memory_and_plain_path(tmp_path: Path) -> None:
     async with await TaskStore.open("sqlite:///:memory:") as store:
-        assert await store.schema_version() == SCHEMA_VERSION
+        assert await schema_version(store) == SCHEMA_VERSION
     async with await TaskStore.open(tmp_path / "plain.db", synchronous="FULL") as store:
-        assert (await store._conn.execute_fetchall("PRAGMA synchronous"))[0][0] == 2  # type: ignore[index]
+        assert (await sqlite_connection(store).execute_fetchall("PRAGMA synchronous"))[0][0] == 2  # type: ignore[index]
 
 
 async def test_open_rejects_other_databases() -> None:
@@ -445,7 +464,7 @@ async def test_quota_refusal_leaves_no_row_and_no_open_transaction(store: TaskSt
     with pytest.raises(QuotaExceeded):
         await store.reserve(new_task(), limits)
     assert sum((await store.counts_by_state()).values()) == 1
-    assert not store._conn.in_transaction
+    assert not sqlite_connection(store).in_transaction
 
 
 async def _race(stores: list[TaskStore], limits: QuotaLimits, n: int = 100) -> int:
@@ -537,6 +556,86 @@ async def test_meta(store: TaskStore) -> None:
     assert await store.get_meta("tree_hash") == "def"
 
 
+# --- the seam a second backend plugs into ------------------------------------------------------
+
+
+class RecordingDatabase:
+    """The SQLite database, recording every statement and transaction the store asks for."""
+
+    def __init__(self, inner: SqliteDatabase) -> None:
+        self.inner = inner
+        self.statements: list[str] = []
+        self.transactions: list[bool] = []
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[RecordingConnection]:
+        async with self.inner.connection() as conn:
+            yield RecordingConnection(conn, self.statements)
+
+    @asynccontextmanager
+    async def transaction(self, *, exclusive: bool = False) -> AsyncIterator[RecordingConnection]:
+        self.transactions.append(exclusive)
+        async with self.inner.transaction(exclusive=exclusive) as conn:
+            yield RecordingConnection(conn, self.statements)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class RecordingConnection:
+    def __init__(self, conn: Connection, statements: list[str]) -> None:
+        self.conn = conn
+        self.statements = statements
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        self.statements.append(sql)
+        return await self.conn.fetch(sql, params)
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.statements.append(sql)
+        await self.conn.execute(sql, params)
+
+
+async def test_the_store_speaks_portable_sql_and_only_reservations_are_exclusive() -> None:
+    """What a PostgreSQL backend relies on: the store's SQL has nothing SQLite-only in it, and
+    the reservation (count, then insert) is the one transaction that must not overlap another.
+    """
+    db = RecordingDatabase(await SqliteDatabase.open("sqlite:///:memory:", migrations=MIGRATIONS))
+    async with TaskStore(db) as store:
+        entry = await store.open_interaction(new_interaction())
+        task = await store.reserve(new_task(), QuotaLimits(daily_per_user=5), interaction=entry.id)
+        assert db.transactions == [True]
+        await store.hand_over(entry.id, task.id, status_message_id=1, notes=TaskNotes())
+        await store.close_interaction(entry.id)
+        await advance(store, task.id, TaskState.DELIVERED)
+        await store.refund(task.id)
+        await store.reset_usage(None, 1)
+        await store.reset_usage(100, 1)
+        await store.set_guild_limits(100, daily_per_user=3)
+        await store.set_override(100, "role", 7, daily=2)
+        await store.add_blocked_word(100, "bad")
+        await store.block_user(100, 9)
+        await store.set_meta("k", "v")
+        for read in (
+            store.get_guild_settings(100),
+            store.unfinished(),
+            store.queue(),
+            store.active_for_user(1),
+            store.recent_for_user(1, guild_id=100),
+            store.usage(user_id=1, guild_id=100, since=0),
+            store.next_slot_frees_at(1, limit=1),
+            store.usage_summary(100, 0),
+            store.expired_inputs(1e12),
+            store.delete_older_than(0),
+            store.get_meta("k"),
+        ):
+            await read
+    assert db.transactions[0] is True and not any(db.transactions[1:])
+    sqlite_only = re.compile(r"PRAGMA|json_|AUTOINCREMENT|BEGIN|\bIS \?|\bGLOB\b", re.I)
+    assert len(db.statements) > 30
+    assert [sql for sql in db.statements if sqlite_only.search(sql)] == []
+
+
 # --- migrations --------------------------------------------------------------------------------
 
 
@@ -561,7 +660,7 @@ async def test_migrates_old_database_keeping_data(tmp_path: Path, version: int) 
     path = tmp_path / "old.sqlite3"
     _make_old_db(path, version)
     async with await TaskStore.open(path) as store:
-        assert await store.schema_version() == SCHEMA_VERSION
+        assert await schema_version(store) == SCHEMA_VERSION
         task = await store.by_external_id("ext-old")
         assert task is not None
         assert (task.kling_task_id, task.locale) == ("k-old", "nl")
@@ -723,6 +822,6 @@ async def test_cancelled_reservation_never_leaves_a_transaction_open(store: Task
             pass
         # the connection is usable and out of any transaction afterwards
         await store.reserve(new_task(user_id=2), limits)
-        assert not store._conn.in_transaction
+        assert not sqlite_connection(store).in_transaction
     counts = sum((await store.counts_by_state()).values())
     assert counts == 24 + await store.usage(user_id=1, since=0)

@@ -328,3 +328,29 @@ async def test_killed_after_opening_the_thread_the_request_takes_it_as_it_is(
     [result] = marked(world, task["id"])
     assert result["channel_id"] == thread["id"]
     assert len(world.discord.find_requests("POST", r"/threads$")) == 1, "not opened twice"
+
+
+async def test_a_request_before_discord_says_ready_is_carried_out_once(world: World) -> None:
+    """discord.py takes interactions as soon as it connects but says `ready` (when the start-up
+    recovery runs) only ~2 s later: a request this run recorded meanwhile is its own, never one
+    an earlier run left open, so the recovery never carries it out a second time."""
+    async with world.bot():
+        hold = world.discord.hold_next("GET", r"^/attachments/")
+        interaction = await world.video([png(), png()])
+        await world.discord.wait_for(lambda: hold.held, 10)
+
+        def downloads() -> int:
+            return len(world.discord.find_requests("GET", r"^/attachments/"))
+
+        with contextlib.suppress(TimeoutError):  # the recovery would fetch the images again
+            await world.discord.wait_for(lambda: downloads() > 2, 5)
+        hold.release()
+        await world.discord.wait_for(lambda: world.uploads(), 30)
+        await world.until(lambda: world.tasks()[0]["state"] == "delivered", 10)
+        await asyncio.sleep(0.5)
+    [task] = world.tasks()
+    assert downloads() == 2, "each image fetched once"
+    assert len(status_messages(world, task["id"])) == 1 and len(world.api.submits) == 1
+    [edit] = world.original_edits(interaction)
+    assert "on its way" in edit.json["content"]
+    assert open_interactions(world) == []
