@@ -616,7 +616,7 @@ async def section4() -> dict[str, Any]:
             await rig.store.reserve(new_task(), QuotaLimits.unlimited())
         engine = rig.engine(config(scale, max_concurrent=S4_MAX_CONCURRENT), rate=500.0 * scale)
         passes: list[tuple[float, int]] = []
-        announce = engine._announce_queue  # instrument (bench-only): time each pass
+        announce = engine.queue.announce  # instrument (bench-only): time each pass
 
         async def timed_announce() -> None:
             before = rig.notifier.position_updates
@@ -626,7 +626,7 @@ async def section4() -> dict[str, Any]:
             if told:
                 passes.append((time.perf_counter() - start, told))
 
-        engine._announce_queue = timed_announce  # type: ignore[method-assign]
+        engine.queue.announce = timed_announce  # type: ignore[method-assign]
         t0 = time.perf_counter()
         await engine.start()
         await asyncio.sleep(S4_WINDOW)
@@ -667,7 +667,7 @@ def print4(r: dict[str, Any]) -> None:
         f"submit"
     )
     print(
-        f"    {r['passes']} _announce_queue passes, each telling {r['told_per_pass']:.0f} "
+        f"    {r['passes']} queue.announce passes, each telling {r['told_per_pass']:.0f} "
         f"tasks (1 store.get + 1 progress each): mean {r['pass_mean_ms']:.0f} ms, max "
         f"{r['pass_max_ms']:.0f} ms wall, during which _run_loop dispatches nothing "
         f"({r['stall_share'] * 100:.0f} % of the window)"

@@ -454,7 +454,7 @@ async def _post_status(
     """
     where = task.notes.result_where
     quota_line = await bot.notifier.quota_line(task)
-    position = bot.engine.next_queue_position()
+    position = bot.engine.queue.next_position()
     message: discord.Message | None = None
     try:
         channel: discord.abc.Messageable

@@ -307,7 +307,7 @@ class AdminCog(
         lines = []
         for task in tasks[:25]:
             position = (
-                self.bot.engine.queue_position(task.id) if task.state is TaskState.QUEUED else None
+                self.bot.engine.queue.position(task.id) if task.state is TaskState.QUEUED else None
             )
             lines.append(
                 f"#{task.id} · <@{task.user_id}> · {state_text(task, position)} · {clip(task.prompt, 40)}"

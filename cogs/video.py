@@ -235,7 +235,7 @@ class VideoCog(commands.Cog):
         lines = []
         for task in active:
             position = (
-                self.bot.engine.queue_position(task.id) if task.state is TaskState.QUEUED else None
+                self.bot.engine.queue.position(task.id) if task.state is TaskState.QUEUED else None
             )
             lines.append(f"#{task.id} · {state_text(task, position)} · {clip(task.prompt, 60)}")
         embed = discord.Embed(title=text(locale, "quota.title"), description=body)

@@ -17,6 +17,8 @@ import pytest
 from PIL import Image
 
 from bot.engine import EngineConfig, TaskEngine, new_callback_token
+from bot.engine.callbacks import callback_url
+from bot.engine.request import build_request
 from bot.kling.client import ClientTimeouts, KlingClient
 from bot.kling.ratelimit import RateLimiter
 from bot.media import MediaStore
@@ -362,17 +364,13 @@ async def test_restart_picks_up_every_state(world: World) -> None:
     queued = await world.new_task()
     submitted = await world.new_task()
     remote = await world.client().submit_multi_image(
-        await TaskEngine(
-            world.store, world.client(), world.notifier, world.session, world.media, FAST
-        )._build_request(submitted)
+        await build_request(submitted, world.media, FAST)
     )
     await world.store.transition(submitted.id, TaskState.SUBMITTING)
     await world.store.transition(submitted.id, TaskState.SUBMITTED, kling_task_id=remote.task_id)
     processing = await world.new_task()
     remote2 = await world.client().submit_multi_image(
-        await TaskEngine(
-            world.store, world.client(), world.notifier, world.session, world.media, FAST
-        )._build_request(processing)
+        await build_request(processing, world.media, FAST)
     )
     await world.store.transition(processing.id, TaskState.SUBMITTING)
     await world.store.transition(processing.id, TaskState.SUBMITTED, kling_task_id=remote2.task_id)
@@ -400,9 +398,7 @@ async def test_restart_picks_up_every_state(world: World) -> None:
 
 async def test_restart_in_submitting_when_the_provider_has_it(world: World) -> None:
     task = await world.new_task()
-    request = await TaskEngine(
-        world.store, world.client(), world.notifier, world.session, world.media, FAST
-    )._build_request(task)
+    request = await build_request(task, world.media, FAST)
     await world.store.transition(task.id, TaskState.SUBMITTING, attempts=1)
     await world.client().submit_multi_image(request)  # reached the provider, then the crash
     await world.engine()
@@ -494,7 +490,7 @@ async def test_enqueue_leaves_a_task_it_already_tracks_alone(world: World) -> No
     await world.until_state(task, TaskState.SUBMITTED)
     engine.enqueue(await world.state(task))  # e.g. an intake finishing after a restart
     engine.enqueue(replace(task, state=TaskState.QUEUED))
-    assert engine.queue_position(task.id) is None
+    assert engine.queue.position(task.id) is None
     await asyncio.sleep(0.3)
     assert len(world.api.submits) == 1 and len(world.api.queries) >= 2, "still polled"
 
@@ -502,12 +498,12 @@ async def test_enqueue_leaves_a_task_it_already_tracks_alone(world: World) -> No
 # --- callbacks ---------------------------------------------------------------------------
 
 
-async def callback_engine(world: World) -> TaskEngine:
+async def callback_engine(world: World, poll_interval: float = 5.0) -> TaskEngine:
     world.api.finish_after = 1000
     config = EngineConfig(
         **{
             **FAST.__dict__,
-            "poll_interval": 5.0,
+            "poll_interval": poll_interval,
             "poll_max_interval": 5.0,
             "callback_public_url": "https://bot.example.org",
             "callback_listen_port": 0,
@@ -523,9 +519,11 @@ async def test_callback_wakes_the_task_at_once(world: World) -> None:
         lambda: any(s is TaskState.SUBMITTED for _, s, _ in world.notifier.progress_calls)
     )
     current = await world.state(task)
-    assert world.api.submits[0].body["callback_url"] == engine.callback_url(current)
+    assert world.api.submits[0].body["callback_url"] == callback_url(
+        engine.config.callback_public_url, current
+    )
     world.api.finish(current.kling_task_id or "")
-    url = f"http://127.0.0.1:{engine.callback_port}/kling/callback/{task.id}/{task.callback_token}"
+    url = f"http://127.0.0.1:{engine.callbacks.port}/kling/callback/{task.id}/{task.callback_token}"
     body = {"task_id": current.kling_task_id, "task_status": "succeed", "task_result": {}}
     for _ in range(2):  # a repeat changes nothing
         async with world.session.post(url, json=body) as response:
@@ -548,7 +546,7 @@ async def test_forged_callback_token_gets_404_and_changes_nothing(world: World) 
         "/kling/callback/x/y",
     ):
         async with world.session.post(
-            f"http://127.0.0.1:{engine.callback_port}{path}",
+            f"http://127.0.0.1:{engine.callbacks.port}{path}",
             json={"task_id": "1", "task_status": "succeed"},
         ) as response:
             assert response.status == 404
@@ -561,7 +559,7 @@ async def test_forged_callback_token_gets_404_and_changes_nothing(world: World) 
 async def test_callback_with_a_bad_body_is_refused(world: World, body: bytes) -> None:
     engine = await callback_engine(world)
     task = await world.new_task(engine)
-    url = f"http://127.0.0.1:{engine.callback_port}/kling/callback/{task.id}/{task.callback_token}"
+    url = f"http://127.0.0.1:{engine.callbacks.port}/kling/callback/{task.id}/{task.callback_token}"
     async with world.session.post(url, data=body) as response:
         assert response.status == 400
 
@@ -580,15 +578,14 @@ async def test_retention_removes_old_inputs_and_videos(world: World) -> None:
 
 
 async def test_callback_after_the_poll_changes_nothing(world: World) -> None:
-    engine = await callback_engine(world)
+    engine = await callback_engine(world, poll_interval=0.05)
     world.api.finish_after = 0.1
-    engine.config = EngineConfig(**{**engine.config.__dict__, "poll_interval": 0.05})
     task = await world.new_task(engine)
     await world.notifier.wait(lambda: len(world.notifier.delivered) == 1, timeout=10)
     await asyncio.sleep(0.05)
     done = await world.state(task)
     queries = len(world.api.queries)
-    url = f"http://127.0.0.1:{engine.callback_port}/kling/callback/{task.id}/{task.callback_token}"
+    url = f"http://127.0.0.1:{engine.callbacks.port}/kling/callback/{task.id}/{task.callback_token}"
     body = {"task_id": done.kling_task_id, "task_status": "succeed"}
     async with world.session.post(url, json=body) as response:
         assert response.status == 200
@@ -600,13 +597,13 @@ async def test_callback_after_the_poll_changes_nothing(world: World) -> None:
 async def test_long_queue_tells_far_places_coarsely(world: World) -> None:
     engine = await world.engine(start=False)
     tasks = [await world.new_task() for _ in range(40)]
-    engine._queue.extend(t.id for t in tasks)
+    engine.queue.waiting.extend(t.id for t in tasks)
 
     async def told_after_moves(moves: int) -> dict[int, int]:
         for _ in range(moves):
-            engine._queue.popleft()
+            engine.queue.waiting.popleft()
         world.notifier.progress_calls.clear()
-        await engine._announce_queue()
+        await engine.queue.announce()
         return {tid: pos for tid, _, pos in world.notifier.progress_calls if pos is not None}
 
     assert len(await told_after_moves(0)) == 40, "everyone learns their place"

@@ -242,10 +242,10 @@ async def test_each_engine_step_logs_with_its_own_task_id(tmp_path: Path) -> Non
     async with aiohttp.ClientSession() as session:
         store = await TaskStore.open("sqlite:///:memory:")
         engine = idle_engine(store, session, tmp_path / "media")
-        engine._spawn(1, step("one"))
-        engine._spawn(2, step("two"))
-        engine._spawn(None, step("sweep"))
-        await asyncio.gather(*engine._inflight)
+        engine.steps.spawn(1, step("one"))
+        engine.steps.spawn(2, step("two"))
+        engine.steps.spawn(None, step("sweep"))
+        await asyncio.gather(*engine.steps._inflight)
         await store.close()
     assert seen == {"one": 1, "two": 2, "sweep": None}
     assert current_task_id.get() is None

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import aiohttp
 import pytest
 
-from bot.engine import ROW_RETENTION_FLOOR_SECONDS, EngineConfig
+from bot.engine import ROW_RETENTION_FLOOR_SECONDS
+from bot.engine.retention import sweep as sweep_retention
+from bot.media import MediaStore
 from bot.quota import QuotaLimits
 from bot.store import TaskStore
 from bot.tasks import NewTask, Task, TaskOptions, TaskState
 from tests.helpers import advance
-from tests.test_ops import idle_engine
 
 DAY = 86400.0
 NOW = 1_800_000_000.0
@@ -67,11 +67,7 @@ async def make_task(
 
 
 async def sweep(media: Path, store: TaskStore, clock: Clock, retention_days: float) -> None:
-    async with aiohttp.ClientSession() as session:
-        engine = idle_engine(store, session, media)
-        engine.config = EngineConfig(retention_seconds=retention_days * DAY)
-        engine._clock = clock
-        await engine._sweep_retention()
+    await sweep_retention(store, MediaStore(media), clock(), retention_days * DAY)
 
 
 async def remaining(store: TaskStore, tasks: list[Task]) -> list[bool]:
