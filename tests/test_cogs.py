@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 import time
 from dataclasses import replace
 
 import pytest
 
-from bot.app import KlingBot, extension_names
+import cogs
+from bot.app import EXTENSIONS, KlingBot
 from bot.config import load_settings
 from bot.images import AttachmentRef, ImageIntakeError, ImageProblem
 from bot.quota import QuotaExceeded, QuotaKind
 from bot.strings import EN, NL, NL_IMAGES, PROBLEM_TEXT, text
 from bot.tasks import FailureReason, ResultWhere, Task, TaskNotes, TaskOptions, TaskState
-from cogs._buttons import TaskButton, notice_view, result_view, task_marker
-from cogs._flow import VideoRequest
-from cogs._messages import describe_error, failure_reason, status_embed
-from cogs._translator import KlingTranslator
+from cogs.messages import describe_error, failure_reason, status_embed
+from cogs.translator import KlingTranslator
+from cogs.video.buttons import TaskButton, notice_view, result_view, task_marker
+from cogs.video.flow import VideoRequest
 
 
 @pytest.fixture
@@ -27,16 +30,20 @@ def bot() -> KlingBot:
 
 
 async def test_every_extension_loads(bot: KlingBot) -> None:
-    names = extension_names()
-    assert names == ["cogs.admin", "cogs.video"]
-    for name in names:
+    with_setup = {
+        module.name
+        for module in pkgutil.walk_packages(cogs.__path__, "cogs.")
+        if hasattr(importlib.import_module(module.name), "setup")
+    }
+    assert set(EXTENSIONS) == with_setup == {"cogs.admin", "cogs.video"}, "none forgotten"
+    for name in EXTENSIONS:
         await bot.load_extension(name)
     commands = {c.name for c in bot.tree.get_commands()}
     assert {"video", "quota", "tasks", "kling-admin", "Make a video"} <= commands
 
 
 async def test_commands_carry_dutch_names_and_descriptions(bot: KlingBot) -> None:
-    for name in extension_names():
+    for name in EXTENSIONS:
         await bot.load_extension(name)
     await bot.tree.set_translator(KlingTranslator())
     payload = {c["name"]: c for c in await bot.command_payload()}

@@ -8,20 +8,18 @@ atomic reservation with the insert, linked to the record) → status message and
 over to the engine with the record's next stage, in one transaction) → the answer, after which
 the record is closed. Each stage is written before the step it announces.
 
-So a killed process loses no request: `recover` runs at start-up and takes every open record on
-from its stage — the intake resumes while the token is valid and the attachments can be fetched
-(the user gets the one answer they were waiting for), and otherwise the user is told in the
-channel, or the DMs, that the request was interrupted and nothing was counted. Anything refused
-before the reservation is a private answer that says what to fix.
+So a killed process loses no request: `recovery.recover` runs at start-up and takes every open
+record on from its stage with `run_video` — the intake resumes while the token is valid and the
+attachments can be fetched (the user gets the one answer they were waiting for). Anything
+refused before the reservation is a private answer that says what to fix.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 
@@ -29,7 +27,7 @@ from bot.config import ImageTransport
 from bot.engine import new_callback_token
 from bot.images import AttachmentRef, ImageIntakeError, prepare_images
 from bot.kling.models import DURATIONS, MAX_NEGATIVE_PROMPT, MAX_PROMPT, MODES
-from bot.quota import QuotaExceeded, find_blocked_word, resolve_limits
+from bot.quota import QuotaExceeded, find_blocked_word
 from bot.store import IntakeStage, InteractionKind, OpenInteraction
 from bot.strings import image_templates, text
 from bot.tasks import (
@@ -43,18 +41,16 @@ from bot.tasks import (
     TaskState,
     new_external_task_id,
 )
-from cogs._answers import acknowledge, answer, find_own_message, open_dm, tell_user, token_alive
-from cogs._messages import clip, describe_error, jump_url, link_guild, status_embed, timestamp
-
-if TYPE_CHECKING:
-    from bot.app import KlingBot
+from cogs.caller import caller_limits, role_ids
+from cogs.messages import clip, describe_error, jump_url, link_guild, status_embed
+from cogs.services import ServiceBot
+from cogs.video.answers import acknowledge, answer, find_own_message, open_dm
+from cogs.video.status import edit_status, quota_line
 
 log = logging.getLogger(__name__)
 
 THREAD_NAME_MAX = 100
 THREAD_EXISTS = 160004  # Discord: "A thread has already been created for this message"
-#: An intake is resumed after a restart only while its token answers for this much longer.
-RESUME_MARGIN_SECONDS = 60.0
 #: Why a task ended in its intake (kept in its status_message, so a restart says it again).
 CANNOT_POST = "the status message can't be posted"
 BROKE_IN_INTAKE = "the request broke after its reservation"
@@ -171,7 +167,7 @@ def video_payload(interaction: discord.Interaction[Any], request: VideoRequest) 
         where = ResultWhere.THREAD if can_open_thread(interaction) else ResultWhere.CHANNEL
     return {
         "request": request.to_payload(),
-        "roles": [role.id for role in getattr(interaction.user, "roles", [])],
+        "roles": role_ids(interaction.user),
         "upload_limit": interaction.filesize_limit,
         "where": where.value,
         "missing": missing,
@@ -207,7 +203,7 @@ async def regenerate(interaction: discord.Interaction[Any], original: Task) -> N
     await start_video(interaction, request)
 
 
-async def run_video(bot: KlingBot, entry: OpenInteraction) -> Task | None:
+async def run_video(bot: ServiceBot, entry: OpenInteraction) -> Task | None:
     """Take a recorded request on from its stage to its answer (live, or after a restart)."""
     locale = entry.locale
     stage = entry.stage
@@ -250,41 +246,8 @@ async def run_video(bot: KlingBot, entry: OpenInteraction) -> Task | None:
         return None
 
 
-async def recover(bot: KlingBot, entries: list[OpenInteraction]) -> None:
-    """Answer the interactions a killed process acknowledged and left open (at start-up),
-    once the bot is ready; `entries` were read before this run connected.
-
-    A video request resumes where it stopped while its token is valid; one that never got
-    its task and whose token is (nearly) gone is told it was interrupted and that nothing was
-    counted. A Delete press is carried out again (each of its steps can be repeated).
-    """
-    await bot.wait_until_ready()  # threads are opened on messages of known guilds
-    if entries:
-        log.info("Answering %d request(s) a previous run left open", len(entries))
-    await asyncio.gather(*(_recover_one(bot, entry) for entry in entries))
-
-
-async def _recover_one(bot: KlingBot, entry: OpenInteraction) -> None:
-    try:
-        if entry.kind is InteractionKind.DELETE:
-            from cogs._buttons import run_delete  # the buttons start the flow
-
-            await run_delete(bot, entry, resumed=True)
-        elif entry.stage is IntakeStage.RECEIVED and not token_alive(entry, RESUME_MARGIN_SECONDS):
-            mention = f"<@{entry.user_id}>"
-            when = timestamp(entry.created_at)
-            await tell_user(
-                bot, entry, text(entry.locale, "reply.interrupted", mention=mention, when=when)
-            )
-            await bot.store.close_interaction(entry.id)
-        else:
-            await run_video(bot, entry)
-    except Exception:
-        log.exception("Request %d couldn't be answered after the restart", entry.interaction_id)
-
-
 async def _finish(
-    bot: KlingBot, entry: OpenInteraction, content: str, *, elsewhere: bool = True
+    bot: ServiceBot, entry: OpenInteraction, content: str, *, elsewhere: bool = True
 ) -> None:
     """Give the request its answer, then close its record (in that order: an answer said
     twice is one edit; a record closed first could lose the answer)."""
@@ -322,22 +285,21 @@ def _intake_failure(entry: OpenInteraction, task: Task) -> str:
     return text(locale, "reply.cannot_post")
 
 
-async def _reserve(bot: KlingBot, entry: OpenInteraction, request: VideoRequest) -> Task | None:
+async def _reserve(bot: ServiceBot, entry: OpenInteraction, request: VideoRequest) -> Task | None:
     """Check the request, take in its images and reserve its task; None when refused (told)."""
     locale = entry.locale
     problems = request.problems(locale)
     if problems:
         await _finish(bot, entry, "\n".join(problems))
         return None
-    guild_settings = await bot.store.get_guild_settings(entry.guild_id) if entry.guild_id else None
+    roles = list(entry.payload.get("roles") or [])
+    guild_settings, limits = await caller_limits(bot, entry.guild_id, entry.user_id, roles)
     if guild_settings is not None:
         refusal = _guild_refusal(locale, guild_settings, entry.user_id, request.prompt)
         if refusal is not None:
             await _finish(bot, entry, refusal)
             return None
     inputs, image_urls, changes = await _collect_inputs(bot, request, locale)
-    roles = list(entry.payload.get("roles") or [])
-    limits = resolve_limits(bot.settings, guild_settings, roles, entry.user_id)
     assert entry.external_task_id is not None
     folder = await bot.media.save_inputs(entry.external_task_id, inputs)
     notes = TaskNotes(
@@ -386,7 +348,7 @@ class InputsGone(Exception):
 
 
 async def _collect_inputs(
-    bot: KlingBot, request: VideoRequest, locale: str
+    bot: ServiceBot, request: VideoRequest, locale: str
 ) -> tuple[list[tuple[str, bytes]], list[str], list[str]]:
     """The images to send as (format, bytes), Discord links usable instead, and auto-fixes made."""
     if request.source_task_id is not None:
@@ -407,7 +369,7 @@ async def _collect_inputs(
     return [(image.format, image.data) for image in images], urls, changes
 
 
-async def _kept_inputs(bot: KlingBot, task_id: int) -> list[tuple[str, bytes]]:
+async def _kept_inputs(bot: ServiceBot, task_id: int) -> list[tuple[str, bytes]]:
     """A task's kept input images as (format, bytes); raises `InputsGone` without them."""
     original = await bot.store.get(task_id)
     if original is None or original.inputs_removed_at is not None or not original.input_dir:
@@ -421,7 +383,7 @@ async def _kept_inputs(bot: KlingBot, task_id: int) -> list[tuple[str, bytes]]:
     return [("PNG" if data.startswith(b"\x89PNG") else "JPEG", data) for data in datas]
 
 
-async def _abandon(bot: KlingBot, task: Task) -> None:
+async def _abandon(bot: ServiceBot, task: Task) -> None:
     """A request that broke after its reservation: end it and give the quota back."""
     try:
         current = await bot.store.get(task.id)
@@ -442,7 +404,7 @@ class CannotPost(Exception):
 
 
 async def _post_status(
-    bot: KlingBot, entry: OpenInteraction, task: Task, *, look_first: bool
+    bot: ServiceBot, entry: OpenInteraction, task: Task, *, look_first: bool
 ) -> Task:
     """Post the public status message where the result will go, open its thread, and hand the
     task over to the engine with both recorded.
@@ -453,7 +415,7 @@ async def _post_status(
     for first, and a thread it opened is taken as it is.
     """
     where = task.notes.result_where
-    quota_line = await bot.notifier.quota_line(task)
+    quota = await quota_line(bot, task)
     position = bot.engine.queue.next_position()
     message: discord.Message | None = None
     try:
@@ -469,7 +431,7 @@ async def _post_status(
             )
         if message is None:
             message = await channel.send(
-                embed=status_embed(task, queue_position=position, quota_line=quota_line)
+                embed=status_embed(task, queue_position=position, quota_line=quota)
             )
     except discord.HTTPException as error:
         log.info("Task %d: the status message can't be posted (%s)", task.id, error)
@@ -505,5 +467,5 @@ async def _post_status(
         notes=notes,
     )
     if no_thread:
-        await bot.notifier.edit_status(task, queue_position=position)
+        await edit_status(bot, task, queue_position=position)
     return task

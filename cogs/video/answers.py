@@ -16,21 +16,18 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 
 from bot.store import InteractionKind, NewOpenInteraction, OpenInteraction
 from bot.strings import text
 from bot.tasks import ResultWhere
-from cogs._messages import clip
-
-if TYPE_CHECKING:
-    from bot.app import KlingBot
+from cogs.messages import MESSAGE_MAX, clip
+from cogs.services import ServiceBot
 
 log = logging.getLogger(__name__)
 
-MESSAGE_MAX = 2000
 HISTORY_LOOKBACK = 500  # messages read after a moment, looking for one the bot posted
 CLOCK_SLACK_SECONDS = 60.0
 TOKEN_SLACK_SECONDS = 5.0  # a token this close to its end is treated as expired
@@ -60,7 +57,7 @@ async def acknowledge(
     restart answers the request. None when the interaction can't be acknowledged or recorded
     (the user is told what can be told).
     """
-    bot: KlingBot = interaction.client
+    bot: ServiceBot = interaction.client
     assert interaction.channel_id is not None
     try:
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -94,7 +91,7 @@ async def acknowledge(
 
 
 async def answer(
-    bot: KlingBot, entry: OpenInteraction, content: str, *, elsewhere: bool = True
+    bot: ServiceBot, entry: OpenInteraction, content: str, *, elsewhere: bool = True
 ) -> None:
     """Put `content` in the interaction's deferred answer (visible to the user only).
 
@@ -120,7 +117,7 @@ async def answer(
         await tell_user(bot, entry, f"<@{entry.user_id}> {content}")
 
 
-async def tell_user(bot: KlingBot, entry: OpenInteraction, content: str) -> None:
+async def tell_user(bot: ServiceBot, entry: OpenInteraction, content: str) -> None:
     """Post `content` for the interaction's user where they will see it, once.
 
     The channel of the interaction (not when its result was to go to the DMs), else the DMs;
@@ -150,7 +147,7 @@ async def tell_user(bot: KlingBot, entry: OpenInteraction, content: str) -> None
     log.warning("Interaction %d: no place lets the bot tell its user", entry.interaction_id)
 
 
-async def open_dm(bot: KlingBot, user_id: int) -> discord.DMChannel:
+async def open_dm(bot: ServiceBot, user_id: int) -> discord.DMChannel:
     """The bot's DM channel with a user (opened if needed)."""
     user = bot.get_user(user_id) or await bot.fetch_user(user_id)
     return await user.create_dm()
@@ -166,7 +163,7 @@ def carries_button(message: discord.Message, custom_id: str) -> bool:
 
 
 async def find_own_message(
-    bot: KlingBot,
+    bot: ServiceBot,
     channel: discord.abc.Messageable,
     since: float,
     matches: Callable[[discord.Message], bool],

@@ -20,30 +20,27 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 
-from bot.quota import DAY_SECONDS
 from bot.strings import text
 from bot.tasks import Task, TaskState
-from cogs._answers import carries_button, find_own_message, open_dm
-from cogs._buttons import notice_view, result_view, task_marker
-from cogs._messages import clip, failure_reason, jump_url, link_guild, status_embed
-
-if TYPE_CHECKING:
-    from bot.app import KlingBot
+from cogs.messages import MESSAGE_MAX, clip, failure_reason, jump_url, link_guild
+from cogs.services import ServiceBot
+from cogs.video.answers import carries_button, find_own_message, open_dm
+from cogs.video.buttons import notice_view, result_view, task_marker
+from cogs.video.status import edit_status
 
 log = logging.getLogger(__name__)
 
 EDIT_INTERVAL = 5.0
-MESSAGE_MAX = 2000
 
 
 class DiscordNotifier:
     """Tells Discord users what the engine does with their tasks."""
 
-    def __init__(self, bot: KlingBot) -> None:
+    def __init__(self, bot: ServiceBot) -> None:
         self.bot = bot
         self._last_edit: dict[int, float] = {}
         self._latest: dict[int, tuple[Task, int | None]] = {}
@@ -109,7 +106,7 @@ class DiscordNotifier:
             return
         task, position = latest
         self._last_edit[task_id] = time.monotonic()
-        await self.edit_status(task, queue_position=position)
+        await edit_status(self.bot, task, queue_position=position)
 
     async def _finish_status(self, task: Task, result_link: str | None) -> None:
         """Show the final state at once, whatever the throttle says.
@@ -125,44 +122,11 @@ class DiscordNotifier:
         self._last_edit.pop(task.id, None)
         final = replace(task, state=TaskState.DELIVERED) if result_link is not None else task
         try:
-            await self.edit_status(final, result_link=result_link, quietly=False)
+            await edit_status(self.bot, final, result_link=result_link, quietly=False)
         except discord.DiscordServerError:
             raise
         except discord.HTTPException as error:
             log.info("Task %d: the final status edit was refused (%s)", task.id, error)
-
-    async def edit_status(
-        self,
-        task: Task,
-        *,
-        queue_position: int | None = None,
-        result_link: str | None = None,
-        quietly: bool = True,
-    ) -> None:
-        """Show the task's state on its status message (a failed edit is logged when `quietly`)."""
-        if task.status_message_id is None:
-            return
-        quota_line = await self.quota_line(task)
-        embed = status_embed(
-            task, queue_position=queue_position, quota_line=quota_line, result_link=result_link
-        )
-        message = self.bot.get_partial_messageable(task.channel_id).get_partial_message(
-            task.status_message_id
-        )
-        try:
-            await message.edit(embed=embed)
-        except discord.HTTPException as error:
-            if not quietly:
-                raise
-            log.info("Task %d: status edit failed (%s)", task.id, error)
-
-    async def quota_line(self, task: Task) -> str | None:
-        """The user's quota in words, for the status message."""
-        limit = task.notes.quota_daily
-        if limit is None:
-            return text(task.locale, "status.quota_unlimited")
-        used = await self.bot.store.usage(user_id=task.user_id, since=time.time() - DAY_SECONDS)
-        return text(task.locale, "status.quota_value", remaining=max(0, limit - used), limit=limit)
 
     # --- the result ---------------------------------------------------------------------------
 

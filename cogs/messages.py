@@ -11,6 +11,8 @@ from bot.quota import QuotaExceeded, QuotaKind
 from bot.strings import image_templates, text
 from bot.tasks import FailureReason, ResultWhere, Task, TaskState
 
+#: Discord's longest message, and its longest embed field.
+MESSAGE_MAX = 2000
 EMBED_FIELD_MAX = 1024
 COLOURS = {
     TaskState.DELIVERED: discord.Colour.green(),

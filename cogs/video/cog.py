@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -20,20 +20,15 @@ from bot.kling.models import (
     MAX_PROMPT,
     MODES,
 )
-from bot.quota import DAY_SECONDS, resolve_limits
+from bot.quota import DAY_SECONDS
 from bot.strings import text
 from bot.tasks import TaskState
-from cogs._buttons import TaskButton
-from cogs._flow import (
-    VideoRequest,
-    attachment_refs,
-    start_video,
-)
-from cogs._messages import clip, jump_url, link_guild, state_text, timestamp
-from cogs._translator import command_text
-
-if TYPE_CHECKING:
-    from bot.app import KlingBot
+from cogs.caller import caller_limits, reply_privately, role_ids
+from cogs.messages import EMBED_FIELD_MAX, clip, jump_url, link_guild, state_text, timestamp
+from cogs.services import ServiceBot
+from cogs.translator import command_text
+from cogs.video.buttons import TaskButton
+from cogs.video.flow import VideoRequest, attachment_refs, start_video
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +105,7 @@ class VideoModal(discord.ui.Modal):
 class VideoCog(commands.Cog):
     """Making videos, and seeing one's quota and tasks."""
 
-    def __init__(self, bot: KlingBot) -> None:
+    def __init__(self, bot: ServiceBot) -> None:
         self.bot = bot
         self.context_menu = app_commands.ContextMenu(
             name=_("Make a video"), callback=self.make_video_from_message
@@ -192,8 +187,8 @@ class VideoCog(commands.Cog):
         locale = str(interaction.locale)
         images = [a for a in message.attachments if looks_like_image(a)]
         if not MIN_IMAGES <= len(images) <= MAX_IMAGES:
-            await interaction.response.send_message(
-                text(locale, "reply.context_count", count=len(images)), ephemeral=True
+            await reply_privately(
+                interaction, text(locale, "reply.context_count", count=len(images))
             )
             return
         await interaction.response.send_modal(VideoModal(message, images, locale))
@@ -203,11 +198,9 @@ class VideoCog(commands.Cog):
         """The caller's usage, limits, running and queued tasks, and when the next slot frees."""
         locale = str(interaction.locale)
         store = self.bot.store
-        guild_settings = (
-            await store.get_guild_settings(interaction.guild_id) if interaction.guild_id else None
+        _, limits = await caller_limits(
+            self.bot, interaction.guild_id, interaction.user.id, role_ids(interaction.user)
         )
-        roles = [role.id for role in getattr(interaction.user, "roles", [])]
-        limits = resolve_limits(self.bot.settings, guild_settings, roles, interaction.user.id)
         now = time.time()
         used = await store.usage(user_id=interaction.user.id, since=now - DAY_SECONDS)
         active = await store.active_for_user(interaction.user.id)
@@ -240,8 +233,8 @@ class VideoCog(commands.Cog):
             lines.append(f"#{task.id} · {state_text(task, position)} · {clip(task.prompt, 60)}")
         embed = discord.Embed(title=text(locale, "quota.title"), description=body)
         if lines:
-            embed.add_field(name="⏳", value=clip("\n".join(lines), 1024), inline=False)
-        await interaction.response.send_message(embed=embed, ephemeral=True)
+            embed.add_field(name="⏳", value=clip("\n".join(lines), EMBED_FIELD_MAX), inline=False)
+        await reply_privately(interaction, embed=embed)
 
     @app_commands.command(name=_("tasks"), description=_("Show your recent videos"))
     async def tasks(self, interaction: discord.Interaction[Any]) -> None:
@@ -249,7 +242,7 @@ class VideoCog(commands.Cog):
         locale = str(interaction.locale)
         recent = await self.bot.store.recent_for_user(interaction.user.id, limit=10)
         if not recent:
-            await interaction.response.send_message(text(locale, "tasks.empty"), ephemeral=True)
+            await reply_privately(interaction, text(locale, "tasks.empty"))
             return
         lines = []
         for task in recent:
@@ -276,9 +269,4 @@ class VideoCog(commands.Cog):
         embed = discord.Embed(
             title=text(locale, "tasks.title"), description=clip("\n".join(lines), 4000)
         )
-        await interaction.response.send_message(embed=embed, ephemeral=True)
-
-
-async def setup(bot: commands.Bot) -> None:
-    """Load the cog."""
-    await bot.add_cog(VideoCog(bot))  # type: ignore[arg-type]
+        await reply_privately(interaction, embed=embed)

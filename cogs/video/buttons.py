@@ -10,18 +10,18 @@ import contextlib
 import logging
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 
 from bot.store import InteractionKind, OpenInteraction
 from bot.strings import text
 from bot.tasks import Task
-from cogs._answers import acknowledge, answer, find_own_message
-from cogs._messages import clip, options_text, state_text
-
-if TYPE_CHECKING:
-    from bot.app import KlingBot
+from cogs.caller import is_manager, reply_privately
+from cogs.messages import clip, options_text, state_text
+from cogs.services import ServiceBot
+from cogs.video.answers import acknowledge, answer, find_own_message
+from cogs.video.flow import regenerate
 
 log = logging.getLogger(__name__)
 
@@ -77,31 +77,24 @@ class TaskButton(
             log.exception("Button %s for task %d failed", self.action, self.task_id)
             message = text(str(interaction.locale), "reply.unexpected", task_id=self.task_id)
             with contextlib.suppress(discord.HTTPException):
-                if interaction.response.is_done():
-                    await interaction.followup.send(message, ephemeral=True)
-                else:
-                    await interaction.response.send_message(message, ephemeral=True)
+                await reply_privately(interaction, message)
 
     async def _act(self, interaction: discord.Interaction[Any]) -> None:
-        bot: KlingBot = interaction.client
+        bot: ServiceBot = interaction.client
         locale = str(interaction.locale)
         task = await bot.store.get(self.task_id)
         if task is None:
-            await interaction.response.send_message(text(locale, "reply.task_gone"), ephemeral=True)
+            await reply_privately(interaction, text(locale, "reply.task_gone"))
             return
         if self.action == "details":
-            await interaction.response.send_message(
-                embed=details_embed(task, locale, bot), ephemeral=True
-            )
+            await reply_privately(interaction, embed=details_embed(task, locale, bot))
             return
         if not may_manage(interaction, task):
-            await interaction.response.send_message(text(locale, "reply.not_yours"), ephemeral=True)
+            await reply_privately(interaction, text(locale, "reply.not_yours"))
             return
         if self.action == "delete":
             await delete_result(interaction, task)
         else:
-            from cogs._flow import regenerate  # the flow imports the buttons' view
-
             await regenerate(interaction, task)
 
 
@@ -122,13 +115,10 @@ def notice_view(task: Task) -> discord.ui.View:
 
 def may_manage(interaction: discord.Interaction[Any], task: Task) -> bool:
     """The task's owner, or someone who may manage the server."""
-    if interaction.user.id == task.user_id:
-        return True
-    permissions = interaction.permissions
-    return permissions.manage_guild or permissions.administrator
+    return interaction.user.id == task.user_id or is_manager(interaction)
 
 
-def details_embed(task: Task, locale: str, bot: KlingBot) -> discord.Embed:
+def details_embed(task: Task, locale: str, bot: ServiceBot) -> discord.Embed:
     """What the Details button shows."""
     end = task.delivered_at or task.finished_at or time.time()
     taken = f"{max(0, round(end - task.created_at))} s"
@@ -151,7 +141,7 @@ def details_embed(task: Task, locale: str, bot: KlingBot) -> discord.Embed:
 
 async def delete_result(interaction: discord.Interaction[Any], task: Task) -> None:
     """Acknowledge a Delete press (record it), then carry it out."""
-    bot: KlingBot = interaction.client
+    bot: ServiceBot = interaction.client
     message = interaction.message
     payload: dict[str, Any] = {}
     if message is not None:
@@ -161,7 +151,7 @@ async def delete_result(interaction: discord.Interaction[Any], task: Task) -> No
         await run_delete(bot, entry)
 
 
-async def run_delete(bot: KlingBot, entry: OpenInteraction, *, resumed: bool = False) -> None:
+async def run_delete(bot: ServiceBot, entry: OpenInteraction, *, resumed: bool = False) -> None:
     """Remove the result message and the kept video; say "deleted" only once it is gone.
 
     Every step can be done again, so a press a crash cut off is carried out again (`resumed`);
