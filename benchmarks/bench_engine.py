@@ -180,7 +180,7 @@ async def insert_submitted(store: TaskStore, count: int) -> list[Task]:
     """Tasks as the engine left them before a restart: `submitted` with a Kling id k<n>."""
     tasks = []
     for n in range(count):
-        task = await store.reserve(new_task(), QuotaLimits.unlimited())
+        task = await store.reserve(new_task(), QuotaLimits())
         await store.transition(task.id, TaskState.SUBMITTING, attempts=1)
         task = await store.transition(task.id, TaskState.SUBMITTED, kling_task_id=f"k{n}")
         tasks.append(task)
@@ -310,7 +310,7 @@ async def section1() -> dict[str, Any]:
         by_external: dict[str, tuple[str, float]] = {}
         for group, duration in plan:
             rig.api.finish_after = duration / scale  # the fake gives a new task this duration
-            task = await rig.store.reserve(new_task(), QuotaLimits.unlimited())
+            task = await rig.store.reserve(new_task(), QuotaLimits())
             by_external[task.external_task_id] = (group, duration)
             engine.enqueue(task)
             while len(rig.api.tasks) < len(by_external):  # one submit at a time
@@ -549,7 +549,7 @@ async def section3() -> dict[str, Any]:
         t0 = time.monotonic()
         await engine.start()
         await asyncio.sleep(1.0)
-        newcomer = await rig.store.reserve(new_task("a newcomer"), QuotaLimits.unlimited())
+        newcomer = await rig.store.reserve(new_task("a newcomer"), QuotaLimits())
         enqueued = time.monotonic()
         engine.enqueue(newcomer)
         while True:
@@ -613,7 +613,7 @@ async def section4() -> dict[str, Any]:
     scale = S4_SCALE
     async with rig_of(processing_after=0.0, finish_after=30.0 / scale) as rig:
         for _ in range(S4_QUEUED):
-            await rig.store.reserve(new_task(), QuotaLimits.unlimited())
+            await rig.store.reserve(new_task(), QuotaLimits())
         engine = rig.engine(config(scale, max_concurrent=S4_MAX_CONCURRENT), rate=500.0 * scale)
         passes: list[tuple[float, int]] = []
         announce = engine.queue.announce  # instrument (bench-only): time each pass

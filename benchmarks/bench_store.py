@@ -97,12 +97,12 @@ async def main() -> None:
         started = time.perf_counter()
         count = 0
         for task_id in ids[: int(ROWS * 0.95)]:
-            path = DELIVERED_PATH if rng.random() < 0.9 else (TaskState.FAILED,)
-            for to in path:
+            states = DELIVERED_PATH if rng.random() < 0.9 else (TaskState.FAILED,)
+            for to in states:
                 await store.transition(
                     task_id, to, video_url="https://cdn.example/v.mp4", video_bytes=5_000_000
                 )
-            count += len(path)
+            count += len(states)
         moves = count / (time.perf_counter() - started)
         _line("transition (guarded UPDATE … RETURNING)", f"{moves:,.0f}/s", "", None)
 

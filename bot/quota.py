@@ -92,11 +92,6 @@ class QuotaLimits:
     daily_global: int | None = None
     exempt: bool = False
 
-    @classmethod
-    def unlimited(cls) -> QuotaLimits:
-        """Limits that never refuse (blocked users are still refused)."""
-        return cls()
-
     def checks(self, *, in_guild: bool) -> list[tuple[QuotaKind, int]]:
         """The limits to check, in the order they are reported: concurrent, user, guild, global."""
         out: list[tuple[QuotaKind, int]] = []

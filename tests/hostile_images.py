@@ -68,7 +68,7 @@ def png_with_idat(width: int, height: int, idat: list[bytes]) -> bytes:
 
 
 def broken_pixel_pngs(width: int = 400, height: int = 400) -> dict[str, bytes]:
-    """PNGs with valid CRCs and an IEND whose pixel data doesn't decode (issue 10, item 4)."""
+    """PNGs with valid CRCs and an IEND whose pixel data doesn't decode."""
     stream = zlib.compress(noise_rows(width, height))
     half = len(stream) // 2
     return {
@@ -126,7 +126,7 @@ def icc_profile(size: int) -> bytes:
 
 
 def jpeg_with_segments(count: int, base: bytes | None = None) -> bytes:
-    """A valid small JPEG with `count` empty comment segments after SOI (issue 10, item 5)."""
+    """A valid small JPEG with `count` empty comment segments after SOI."""
     data = base if base is not None else encode(picture(400, 400), "JPEG")
     return data[:2] + b"\xff\xfe\x00\x02" * count + data[2:]
 

@@ -126,7 +126,7 @@ class World:
                 upload_limit=10 * 1024 * 1024,
                 callback_token=new_callback_token(),
             ),
-            QuotaLimits.unlimited(),
+            QuotaLimits(),
         )
         folder = await self.media.save_inputs(task.external_task_id, [("PNG", png())] * images)
         task = await self.store.update(task.id, input_dir=str(folder))

@@ -1,4 +1,4 @@
-"""The worker pool (issue 10, item 5): images read in worker processes, each under a CPU, memory
+"""The worker pool: images read in worker processes, each under a CPU, memory
 and wall-clock budget; over budget a clear refusal naming the image, and the pool goes on."""
 
 from __future__ import annotations

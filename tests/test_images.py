@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import gzip
 import io
 import os
@@ -23,20 +22,18 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from bot import images
-from bot.config import ImageTransport
 from bot.images import (
     MAX_IMAGE_BYTES,
     AttachmentRef,
     ImageIntakeError,
     ImageProblem,
-    PreparedImage,
-    fetch_images,
     fetching,
     fixing,
     inspect_image,
     inspection,
     prepare_images,
 )
+from bot.images.fetching import fetch_all
 
 # --- building images ---
 
@@ -89,6 +86,17 @@ def png_claiming(width: int, height: int) -> bytes:
         + png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
         + png_chunk(b"IEND", b"")
     )
+
+
+async def fetch_images_raising(
+    session: aiohttp.ClientSession, refs: list[AttachmentRef], *, timeout: float
+) -> list[bytes]:
+    """Download the attachments as intake does (`fetch_all`); raise their problems together."""
+    results = await fetch_all(session, refs, seconds=timeout, max_bytes=MAX_IMAGE_BYTES)
+    problems = [result for result in results if isinstance(result, ImageProblem)]
+    if problems:
+        raise ImageIntakeError(problems)
+    return [result for result in results if isinstance(result, bytes)]
 
 
 def codes(error: ImageIntakeError) -> list[tuple[int, str]]:
@@ -363,7 +371,6 @@ def test_exif_rotation_is_applied_to_the_pixels() -> None:
     assert [change.english() for change in image.changes] == [
         "image 1 (side.jpg): turned upright (EXIF orientation 6)"
     ]
-    assert image.api_value(ImageTransport.URL) != "https://cdn/side.jpg"
 
 
 def test_exif_rotation_without_autofix_reports_upright_size_keeps_bytes() -> None:
@@ -471,18 +478,6 @@ def test_every_code_has_an_english_template() -> None:
 def test_prepared_image_repr_leaves_out_the_bytes() -> None:
     image = inspect_image(1, "a.png", png())
     assert "data=" not in repr(image) and len(repr(image)) < 300
-
-
-def test_api_value() -> None:
-    data = png()
-    plain = PreparedImage(1, "a.png", "PNG", 400, 400, data, "https://cdn/a.png")
-    assert base64.b64decode(plain.api_value(ImageTransport.BASE64), validate=True) == data
-    assert not plain.api_value(ImageTransport.BASE64).startswith("data:")
-    assert plain.api_value(ImageTransport.URL) == "https://cdn/a.png"
-    no_url = PreparedImage(1, "a.png", "PNG", 400, 400, data, "")
-    assert base64.b64decode(no_url.api_value(ImageTransport.URL)) == data
-    converted = inspect_image(1, "a.bmp", encode(picture(400, 400), "BMP"), source_url="u")
-    assert base64.b64decode(converted.api_value(ImageTransport.URL)) == converted.data
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow's notes on broken metadata
@@ -641,7 +636,7 @@ async def test_prepare_images_happy_path(
         (3, "PNG", True),
     ]
     assert prepared[0].data == files.bodies["a.png"]
-    assert prepared[0].api_value(ImageTransport.URL) == refs[0].url
+    assert prepared[0].source_url == refs[0].url and not prepared[0].changes, "sent as a link"
 
 
 @pytest.mark.parametrize("count", [0, 1, 5])
@@ -667,12 +662,12 @@ async def test_eleven_mb_download_stops_at_the_limit(
     test_server, _ = server
     query = f"/stream?bytes={11 * 1024 * 1024}" + ("&length" if with_length else "")
     with pytest.raises(ImageIntakeError) as caught:
-        await fetch_images(session, [ref(test_server, 1, query)], timeout=5)
+        await fetch_images_raising(session, [ref(test_server, 1, query)], timeout=5)
     assert codes(caught.value) == [(1, "too_big")]
     if with_length:
         assert sum(bytes_read) == 0  # refused on the Content-Length header
     else:
-        # Counted on the client: what fetch_images pulled from the stream; it stopped at the
+        # Counted on the client: what the download pulled from the stream; it stopped at the
         # first piece past the limit.
         assert sum(bytes_read[:-1]) <= MAX_IMAGE_BYTES < sum(bytes_read)
 
@@ -684,7 +679,9 @@ async def test_endless_download_is_abandoned(
     # a few MB past the client's 10 MB, so this shows only that the client stopped reading.
     test_server, files = server
     with pytest.raises(ImageIntakeError):
-        await fetch_images(session, [ref(test_server, 1, "/stream?bytes=200000000")], timeout=5)
+        await fetch_images_raising(
+            session, [ref(test_server, 1, "/stream?bytes=200000000")], timeout=5
+        )
     for _ in range(100):
         if "stream" in files.written:
             break
@@ -701,9 +698,13 @@ async def test_a_body_in_too_many_pieces_is_refused(
     # 1-byte chunks cost the event loop's process ~1 µs each: 25 MB of them, 20 s of CPU.
     monkeypatch.setattr(fetching, "MAX_DOWNLOAD_PIECES", 100)
     test_server, _ = server
-    await fetch_images(session, [ref(test_server, 1, "/stream?bytes=100&piece=1")], timeout=5)
+    await fetch_images_raising(
+        session, [ref(test_server, 1, "/stream?bytes=100&piece=1")], timeout=5
+    )
     with pytest.raises(ImageIntakeError) as caught:
-        await fetch_images(session, [ref(test_server, 1, "/stream?bytes=500&piece=1")], timeout=5)
+        await fetch_images_raising(
+            session, [ref(test_server, 1, "/stream?bytes=500&piece=1")], timeout=5
+        )
     (problem,) = caught.value.problems
     assert (problem.code, problem.params["reason"]) == ("download", "pieces")
     assert len(bytes_read) == 100 + 101  # the first download whole, the second up to the limit
@@ -716,7 +717,7 @@ async def test_a_compressed_body_is_refused(
     test_server, files = server
     files.bodies["a.png"] = png()
     with pytest.raises(ImageIntakeError) as caught:
-        await fetch_images(session, [ref(test_server, 1, "/gzip")], timeout=5)
+        await fetch_images_raising(session, [ref(test_server, 1, "/gzip")], timeout=5)
     (problem,) = caught.value.problems
     assert problem.params == {"reason": "encoding", "encoding": "gzip"}
 
@@ -751,7 +752,7 @@ async def test_big_png_is_downloaded_and_reencoded_with_autofix(
     assert files.hits == {"b.png": 1}
     prepared = await prepare_images(session, refs, autofix=True)
     assert len(prepared[0].data) <= MAX_IMAGE_BYTES
-    assert prepared[0].api_value(ImageTransport.URL) != refs[0].url
+    assert prepared[0].changes, "changed: sent as bytes, never as the original's link"
 
 
 async def test_timeout_404_and_refused_connection_are_download_problems(
@@ -765,7 +766,7 @@ async def test_timeout_404_and_refused_connection_are_download_problems(
         AttachmentRef(4, "bad.png", "not a url"),
     ]
     with pytest.raises(ImageIntakeError) as caught:
-        await fetch_images(session, refs, timeout=0.3)
+        await fetch_images_raising(session, refs, timeout=0.3)
     problems = caught.value.problems
     assert [(p.position, p.code, p.params["reason"]) for p in problems] == [
         (1, "download", "timeout"),

@@ -1,4 +1,4 @@
-"""Property tests for intake over mutated files (issue 10): the only outcomes are an accepted
+"""Property tests for intake over mutated files: the only outcomes are an accepted
 image whose bytes fully decode, or ImageIntakeError. The long run (20,000 files) is marked slow;
 benchmarks/bench_images_fuzz.py prints the same figures."""
 

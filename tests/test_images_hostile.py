@@ -1,4 +1,4 @@
-"""Intake against hostile and unusual files (issue 10): broken pixels, pathological layouts,
+"""Intake against hostile and unusual files: broken pixels, pathological layouts,
 large colour profiles, images past the pixel limit, 16-bit grey. In this process; the worker
 pool and its budgets are tested in test_image_pool.py."""
 

@@ -509,7 +509,7 @@ def test_statuses_are_read_tolerantly(sent: str | None, read: TaskStatus) -> Non
     assert task.task_status is read
 
 
-# --- answers however they arrive (issue 10) ---------------------------------------------
+# --- answers however they arrive --------------------------------------------------------
 
 
 @pytest.fixture
@@ -686,7 +686,7 @@ async def test_deeply_nested_json_is_a_malformed_answer(
         await peer_client(session, peer, sleeps).get_task("1")
 
 
-# --- only usable videos (issue 10) --------------------------------------------------------
+# --- only usable videos ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -53,7 +53,7 @@ async def make_task(
             input_dir=str(input_dir),
             upload_limit=1,
         ),
-        QuotaLimits.unlimited(),
+        QuotaLimits(),
     )
     if end is TaskState.DELIVERED:
         task = await advance(store, task.id, TaskState.DELIVERED)

@@ -23,7 +23,6 @@ import pytest
 from bot.quota import QuotaExceeded, QuotaKind, QuotaLimits
 from bot.store import (
     MIGRATIONS,
-    SCHEMA_VERSION,
     Connection,
     IntakeStage,
     InteractionKind,
@@ -43,6 +42,7 @@ from bot.tasks import (
     TRANSITIONS,
     NewTask,
     ResultWhere,
+    Task,
     TaskNotes,
     TaskOptions,
     TaskState,
@@ -50,7 +50,7 @@ from bot.tasks import (
 from tests.helpers import advance
 
 DAY = 86_400.0
-UNLIMITED = QuotaLimits.unlimited()
+UNLIMITED = QuotaLimits()
 
 
 class Clock:
@@ -122,12 +122,12 @@ async def test_open_file_sets_pragmas_and_creates_parent(tmp_path: Path) -> None
         assert (await conn.execute_fetchall("PRAGMA foreign_keys"))[0][0] == 1  # type: ignore[index]
         assert (await conn.execute_fetchall("PRAGMA synchronous"))[0][0] == 1  # type: ignore[index]
         assert (await conn.execute_fetchall("PRAGMA busy_timeout"))[0][0] == 10_000  # type: ignore[index]
-        assert await schema_version(store) == SCHEMA_VERSION >= 3
+        assert await schema_version(store) == len(MIGRATIONS) >= 3
 
 
 async def test_open_memory_and_plain_path(tmp_path: Path) -> None:
     async with await TaskStore.open("sqlite:///:memory:") as store:
-        assert await schema_version(store) == SCHEMA_VERSION
+        assert await schema_version(store) == len(MIGRATIONS)
     async with await TaskStore.open(tmp_path / "plain.db", synchronous="FULL") as store:
         assert (await sqlite_connection(store).execute_fetchall("PRAGMA synchronous"))[0][0] == 2  # type: ignore[index]
 
@@ -150,7 +150,6 @@ async def test_reserve_inserts_queued_row(store: TaskStore, clock: Clock) -> Non
     assert task.kling_task_id is None and task.attempts == 0 and not task.quota_refunded
     assert task.quota_reset_at is None and task.state not in FINISHED
     assert await store.get(task.id) == task
-    assert await store.by_external_id(task.external_task_id) == task
     assert await store.get(999) is None
 
 
@@ -162,7 +161,7 @@ async def test_transition_sets_times_and_guards_state(store: TaskStore, clock: C
     clock.t += 1
     t = await store.transition(task.id, TaskState.SUBMITTED, kling_task_id="k-1")
     assert t.submitted_at == clock.t and t.kling_task_id == "k-1"
-    assert await store.by_kling_id("k-1") == t
+    assert await store.get(task.id) == t
     with pytest.raises(StaleTransition) as info:
         await store.transition(task.id, TaskState.SUBMITTING)
     assert info.value.actual is TaskState.SUBMITTED
@@ -256,13 +255,11 @@ async def test_queries(store: TaskStore, clock: Clock) -> None:
     await advance(store, ids[4], TaskState.DELIVERED)
     queue = await store.queue()
     assert [(t.id, pos) for t, pos in queue] == [(ids[0], 1), (ids[2], 2)]
-    assert await store.queue_position(ids[2]) == 2
-    assert await store.queue_position(ids[1]) is None
     assert [t.id for t in await store.unfinished()] == ids[:4]
     assert [t.id for t in await store.active_for_user(1)] == [ids[0], ids[2]]
     assert [t.id for t in await store.recent_for_user(1, limit=2)] == [ids[4], ids[2]]
     assert await store.recent_for_user(1, guild_id=999) == []
-    counts = await store.counts_by_state()
+    counts = (await store.usage_summary(100, since=0)).by_state
     assert counts[TaskState.QUEUED] == 2 and counts[TaskState.TIMED_OUT] == 0
     assert sum(counts.values()) == 5
 
@@ -335,17 +332,18 @@ async def test_a_reservation_links_its_interaction_and_the_engine_waits_for_the_
 ) -> None:
     entry = await store.open_interaction(new_interaction())
     task = await store.reserve(new_task(), UNLIMITED, interaction=entry.id)
-    reserved = await store.get_open_interaction(entry.id)
-    assert reserved is not None and reserved.stage is IntakeStage.RESERVED
+    [reserved] = await store.open_interactions()
+    assert reserved.stage is IntakeStage.RESERVED
     assert reserved.task_id == task.id
     assert await store.unfinished() == [], "the intake owns its task until the hand-over"
     with pytest.raises(StoreError):  # one request never reserves twice
         await store.reserve(new_task(), UNLIMITED, interaction=entry.id)
-    assert await store.counts_by_state() == {**dict.fromkeys(TaskState, 0), TaskState.QUEUED: 1}
+    summary = await store.usage_summary(100, since=0)
+    assert summary.by_state == {**dict.fromkeys(TaskState, 0), TaskState.QUEUED: 1}
     started = await store.hand_over(entry.id, task.id, status_message_id=77, thread_id=77)
     assert (started.status_message_id, started.thread_id) == (77, 77)
-    moved = await store.get_open_interaction(entry.id)
-    assert moved is not None and moved.stage is IntakeStage.STARTED
+    [moved] = await store.open_interactions()
+    assert moved.id == entry.id and moved.stage is IntakeStage.STARTED
     assert [t.id for t in await store.unfinished()] == [task.id]
     with pytest.raises(StoreError):
         await store.hand_over(entry.id, task.id, status_message_id=78)
@@ -449,11 +447,12 @@ async def test_exempt_and_blocked(store: TaskStore) -> None:
     assert info.value.kind == "daily_global"
     assert await store.block_user(100, 1, reason="spam") is True
     assert await store.block_user(100, 1) is False
-    assert await store.is_blocked(100, 1) and not await store.is_blocked(None, 1)
+    assert (await store.get_guild_settings(100)).blocked_users == {1}
     with pytest.raises(QuotaExceeded) as info:
         await store.reserve(new_task(), UNLIMITED)
     assert info.value.kind == "blocked"
     await store.reserve(new_task(guild_id=101), UNLIMITED)  # blocked per guild only
+    await store.reserve(new_task(guild_id=None), UNLIMITED)  # and never in DMs
     assert await store.unblock_user(100, 1) is True
     await store.reserve(new_task(), UNLIMITED)
 
@@ -463,7 +462,7 @@ async def test_quota_refusal_leaves_no_row_and_no_open_transaction(store: TaskSt
     await store.reserve(new_task(), limits)
     with pytest.raises(QuotaExceeded):
         await store.reserve(new_task(), limits)
-    assert sum((await store.counts_by_state()).values()) == 1
+    assert (await store.usage_summary(100, since=0)).tasks == 1
     assert not sqlite_connection(store).in_transaction
 
 
@@ -639,6 +638,12 @@ async def test_the_store_speaks_portable_sql_and_only_reservations_are_exclusive
 # --- migrations --------------------------------------------------------------------------------
 
 
+async def by_external_id(store: TaskStore, external_task_id: str) -> Task | None:
+    """User 1's task with this external id, or None."""
+    tasks = await store.recent_for_user(1, limit=100)
+    return next((t for t in tasks if t.external_task_id == external_task_id), None)
+
+
 def _make_old_db(path: Path, version: int) -> None:
     """A database at an old schema version, with a task in it, made by the old migrations."""
     conn = sqlite3.connect(path)
@@ -660,8 +665,8 @@ async def test_migrates_old_database_keeping_data(tmp_path: Path, version: int) 
     path = tmp_path / "old.sqlite3"
     _make_old_db(path, version)
     async with await TaskStore.open(path) as store:
-        assert await schema_version(store) == SCHEMA_VERSION
-        task = await store.by_external_id("ext-old")
+        assert await schema_version(store) == len(MIGRATIONS)
+        task = await by_external_id(store, "ext-old")
         assert task is not None
         assert (task.kling_task_id, task.locale) == ("k-old", "nl")
         assert task.options == TaskOptions(duration="10")
@@ -686,7 +691,7 @@ async def test_migration_5_counts_every_earlier_ending_as_told(tmp_path: Path) -
     conn.commit()
     conn.close()
     async with await TaskStore.open(path) as store:
-        failed = await store.by_external_id("ext-failed")
+        failed = await by_external_id(store, "ext-failed")
         assert failed is not None and failed.notified_at == 3.0 and failed.is_told
         assert [t.external_task_id for t in await store.unfinished()] == ["ext-old"]
         assert await store.open_interactions() == []
@@ -701,13 +706,13 @@ async def test_failed_migration_rolls_back_whole_step(tmp_path: Path) -> None:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     extra = conn.execute("SELECT name FROM sqlite_master WHERE name = 'extra'").fetchall()
     conn.close()
-    assert version == SCHEMA_VERSION and extra == []
+    assert version == len(MIGRATIONS) and extra == []
 
 
 async def test_refuses_newer_schema(tmp_path: Path) -> None:
     path = tmp_path / "new.sqlite3"
     conn = sqlite3.connect(path)
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
     conn.close()
     with pytest.raises(MigrationError):
         await TaskStore.open(path)
@@ -823,5 +828,5 @@ async def test_cancelled_reservation_never_leaves_a_transaction_open(store: Task
         # the connection is usable and out of any transaction afterwards
         await store.reserve(new_task(user_id=2), limits)
         assert not sqlite_connection(store).in_transaction
-    counts = sum((await store.counts_by_state()).values())
+    counts = (await store.usage_summary(100, since=0)).tasks
     assert counts == 24 + await store.usage(user_id=1, since=0)

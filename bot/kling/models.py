@@ -71,10 +71,10 @@ class DynamicMask(BaseModel):
 
 
 class MultiImageRequest(BaseModel):
-    """The body of `POST /kling/v1/videos/multi-image2video`, checked against part 1's limits.
+    """The body of `POST /kling/v1/videos/multi-image2video`, checked against the API's limits.
 
-    Optional fields are sent only when set (`to_body`). The masks are modelled because the
-    seed documents them, but the bot's commands never send them (kling-api.md decision 5).
+    Optional fields are sent only when set (`to_body`). The masks are modelled because the API
+    documents them, but the bot's commands never send them (no command takes a mask).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -32,15 +32,13 @@ from bot.store.interactions import (
     OpenInteraction,
 )
 from bot.store.reservations import ReservationRows
-from bot.store.rows import UPDATABLE_COLUMNS, StaleTransition, TaskNotFound
+from bot.store.rows import StaleTransition, TaskNotFound
 from bot.store.sqlite import SqliteDatabase, parse_database_url
-from bot.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
+from bot.store.sqlite_schema import MIGRATIONS
 from bot.store.tasks import TaskRows
 
 __all__ = [
     "MIGRATIONS",
-    "SCHEMA_VERSION",
-    "UPDATABLE_COLUMNS",
     "Connection",
     "Database",
     "IntakeStage",

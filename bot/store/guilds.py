@@ -137,17 +137,6 @@ class GuildRows(Rows):
             )
         return bool(rows)
 
-    async def is_blocked(self, guild_id: int | None, user_id: int) -> bool:
-        """Whether the user is blocked in the guild (never in DMs)."""
-        if guild_id is None:
-            return False
-        async with self._db.connection() as conn:
-            rows = await conn.fetch(
-                "SELECT 1 FROM blocked_users WHERE guild_id = ? AND user_id = ?",
-                (guild_id, user_id),
-            )
-        return bool(rows)
-
     async def add_blocked_word(self, guild_id: int, word: str) -> bool:
         """Add a blocked word/phrase (stored trimmed and lower-cased); True when new."""
         normalized = " ".join(word.split()).casefold()

@@ -132,12 +132,6 @@ class InteractionRows(Rows):
             rows = await conn.fetch(f"{_SELECT} WHERE interaction_id = ?", (new.interaction_id,))
         return _from_row(rows[0])
 
-    async def get_open_interaction(self, record_id: int) -> OpenInteraction | None:
-        """One open interaction by its record id, or None when it was answered."""
-        async with self._db.connection() as conn:
-            rows = await conn.fetch(f"{_SELECT} WHERE id = ?", (record_id,))
-        return _from_row(rows[0]) if rows else None
-
     async def open_interactions(self) -> list[OpenInteraction]:
         """Every interaction a run acknowledged and didn't answer yet, oldest first."""
         async with self._db.connection() as conn:

@@ -136,4 +136,3 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """,
 )
-SCHEMA_VERSION = len(MIGRATIONS)

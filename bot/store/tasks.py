@@ -96,16 +96,6 @@ class TaskRows(Rows):
         tasks = await self._tasks(f"{SELECT_TASK} WHERE id = ?", (task_id,))
         return tasks[0] if tasks else None
 
-    async def by_kling_id(self, kling_task_id: str) -> Task | None:
-        """The task with this Kling task id, or None."""
-        tasks = await self._tasks(f"{SELECT_TASK} WHERE kling_task_id = ?", (kling_task_id,))
-        return tasks[0] if tasks else None
-
-    async def by_external_id(self, external_task_id: str) -> Task | None:
-        """The task with this external (our own) task id, or None."""
-        tasks = await self._tasks(f"{SELECT_TASK} WHERE external_task_id = ?", (external_task_id,))
-        return tasks[0] if tasks else None
-
     async def recent_for_user(
         self, user_id: int, limit: int = 10, *, guild_id: int | None = None
     ) -> list[Task]:
@@ -139,31 +129,12 @@ class TaskRows(Rows):
         tasks = await self._tasks(f"{SELECT_TASK} WHERE state = 'queued' ORDER BY id")
         return [(task, position) for position, task in enumerate(tasks, start=1)]
 
-    async def queue_position(self, task_id: int) -> int | None:
-        """A queued task's 1-based place in the queue, or None when it is not queued."""
-        async with self._db.connection() as conn:
-            rows = await conn.fetch(
-                "SELECT (SELECT COUNT(*) FROM tasks q WHERE q.state = 'queued' AND q.id <= t.id)"
-                " FROM tasks t WHERE t.id = ? AND t.state = 'queued'",
-                (task_id,),
-            )
-        return int(rows[0][0]) if rows else None
-
     async def active_for_user(self, user_id: int) -> list[Task]:
         """A user's tasks that hold a concurrent slot (queued … processing), oldest first."""
         return await self._tasks(
             f"{SELECT_TASK} WHERE user_id = ? AND state IN ({ACTIVE_SQL}) ORDER BY id",
             (user_id,),
         )
-
-    async def counts_by_state(self) -> dict[TaskState, int]:
-        """How many tasks are in each state (every state present, zeros included)."""
-        async with self._db.connection() as conn:
-            rows = await conn.fetch("SELECT state, COUNT(*) FROM tasks GROUP BY state")
-        counts = dict.fromkeys(TaskState, 0)
-        for state, count in rows:
-            counts[TaskState(state)] = int(count)
-        return counts
 
     async def usage_summary(self, guild_id: int, since: float) -> UsageSummary:
         """A guild's tasks since `since`: how many, by state, and by how many users."""
