@@ -41,7 +41,7 @@ from bot.images import (
     prepare_images,
 )
 from bot.images.fetching import fetch_all
-from tests.hostile_images import (
+from tests.bot.images.hostile_images import (
     broken_pixel_pngs,
     encode,
     flat_png_bomb,

@@ -1,10 +1,11 @@
 """The layout's rules hold: only the Discord side imports discord, the domain core imports
-nothing of the project, and no module imports itself again through others (no import cycle,
-not even one hidden under TYPE_CHECKING or inside a function)."""
+nothing of the project, no module imports itself again through others (no import cycle, not
+even one hidden under TYPE_CHECKING or inside a function), and every package is installed."""
 
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,3 +82,13 @@ def test_there_is_no_import_cycle() -> None:
         if name not in state:
             visit(name)
     assert cycles == []
+
+
+def test_every_package_is_listed_for_the_install() -> None:
+    listed = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    packages = {
+        ".".join(init.parent.relative_to(REPO).parts)
+        for package in PACKAGES
+        for init in (REPO / package).rglob("__init__.py")
+    }
+    assert sorted(listed) == sorted(packages)

@@ -21,7 +21,7 @@ from bot.logs import current_task_id, setup_logging
 from bot.media import MediaStore
 from bot.ops import HEARTBEAT_KEY, OpsError, backup, health, read_heartbeat
 from bot.store import TaskStore
-from tests.test_cli import clean_env, run_cli
+from tests.bot.test_main import clean_env, run_cli
 
 
 class Writer:

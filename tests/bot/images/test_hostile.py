@@ -1,6 +1,6 @@
 """Intake against hostile and unusual files: broken pixels, pathological layouts,
 large colour profiles, images past the pixel limit, 16-bit grey. In this process; the worker
-pool and its budgets are tested in test_image_pool.py."""
+pool and its budgets are tested in test_pool.py."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from PIL import Image, ImageCms, ImageStat
 
 from bot.images import MAX_IMAGE_BYTES, ImageIntakeError, PreparedImage, inspect_image
 from bot.images.inspection import MAX_JPEG_PADDING, MAX_JPEG_SEGMENTS, MAX_PNG_CHUNKS
-from tests.hostile_images import (
+from tests.bot.images.hostile_images import (
     broken_pixel_pngs,
     encode,
     flat_png_bomb,

@@ -22,7 +22,7 @@ from bot.images import (
     inspect_image,
 )
 from bot.images import pool as pool_module
-from tests.hostile_images import encode, jpeg_with_segments, noise, picture
+from tests.bot.images.hostile_images import encode, jpeg_with_segments, noise, picture
 
 SMALL = encode(picture(400, 400), "PNG")
 

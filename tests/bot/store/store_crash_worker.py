@@ -1,4 +1,4 @@
-"""Crash-test worker: hammers a file database until it is killed (used by tests/test_store.py).
+"""Crash-test worker: hammers a file database until it is killed (used by the crash test in tests/bot/store/test_sqlite.py).
 
 Usage: python store_crash_worker.py DB_PATH LOG_PATH SEED
 Each committed write is appended to LOG_PATH *after* its commit returned:
@@ -13,7 +13,7 @@ import random
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from bot.quota import QuotaExceeded, QuotaLimits
 from bot.store import StaleTransition, TaskStore

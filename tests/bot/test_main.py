@@ -18,7 +18,7 @@ import pytest
 from tests.fakes.cometapi import FakeCometAPI
 from tests.fakes.discord_fake import FakeDiscord
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LAUNCHER = REPO / "tests" / "e2e" / "launcher.py"
 
 

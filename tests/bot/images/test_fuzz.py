@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.images import InspectionPool, PreparedImage
-from tests.hostile_images import (
+from tests.bot.images.hostile_images import (
     FuzzTally,
     fuzz_seeds,
     inspect_in_process,

@@ -9,7 +9,7 @@ import pytest
 
 from bot.config import ImageTransport, Settings, SettingsError, load_settings
 
-ENV_EXAMPLE = Path(__file__).resolve().parents[1] / ".env.example"
+ENV_EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
 
 
 def test_every_setting_is_in_env_example_with_its_default() -> None:
