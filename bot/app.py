@@ -203,7 +203,9 @@ class KlingBot(commands.Bot):
         if self.sync_only:
             return  # `python -m bot sync`: no engine; `_serve` closes after the login
         await self.engine.start()
-        self._recovery = asyncio.create_task(recover(self), name="kling-recover")
+        # Read before the gateway connects: every record now is a previous run's.
+        left_open = await self.store.open_interactions()
+        self._recovery = asyncio.create_task(recover(self, left_open), name="kling-recover")
 
     async def on_app_command_error(
         self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError

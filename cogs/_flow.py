@@ -249,17 +249,18 @@ async def run_video(bot: KlingBot, entry: OpenInteraction) -> Task | None:
         return None
 
 
-async def recover(bot: KlingBot) -> None:
-    """Answer every interaction a killed process acknowledged and left open (at start-up).
+async def recover(bot: KlingBot, entries: list[OpenInteraction]) -> None:
+    """Answer the interactions a killed process acknowledged and left open (at start-up).
+
+    `entries` must be read before the bot connects to the gateway: once it is connected, new
+    requests are recorded too, and those belong to their own intake, not to the recovery.
 
     A video request resumes where it stopped while its token is valid; one that never got
     its task and whose token is (nearly) gone is told it was interrupted and that nothing was
     counted. A Delete press is carried out again (each of its steps can be repeated).
     """
     await bot.wait_until_ready()  # threads are opened on messages of known guilds
-    entries = await bot.store.open_interactions()
-    if entries:
-        log.info("Answering %d request(s) a previous run left open", len(entries))
+    log.info("Start-up: %d request(s) a previous run left open", len(entries))
     await asyncio.gather(*(_recover_one(bot, entry) for entry in entries))
 
 

@@ -328,3 +328,24 @@ async def test_killed_after_opening_the_thread_the_request_takes_it_as_it_is(
     [result] = marked(world, task["id"])
     assert result["channel_id"] == thread["id"]
     assert len(world.discord.find_requests("POST", r"/threads$")) == 1, "not opened twice"
+
+
+async def test_a_request_made_while_the_bot_gets_ready_is_not_taken_for_a_left_over(
+    world: World,
+) -> None:
+    """A /video acknowledged before discord.py says "ready" (it waits for its guilds) is still in
+    its intake when the start-up recovery looks for requests a previous run left open: it must
+    not be answered twice (once by its own intake, once as a left-over)."""
+    hold = world.discord.hold_next("GET", r"^/attachments/")
+    async with world.bot() as bot:
+        interaction = await world.video([png(), png(500, 400)])
+        assert (await interaction.wait_callback(3)).type == 5
+        await world.discord.wait_for(lambda: hold.held, 10)
+        # The recovery runs once the bot is ready, which is after this request was recorded.
+        await world.until(lambda: "Start-up: " in bot.output(), 20)
+        hold.release()
+        await world.until(lambda: world.tasks() and world.tasks()[0]["state"] == "delivered", 20)
+        await world.until(lambda: not open_interactions(world), 10)
+    assert len(world.tasks()) == 1
+    assert "Start-up: 0 request(s)" in bot.output(), "a request of this run taken for a left-over"
+    assert len(world.uploads()) == 1
