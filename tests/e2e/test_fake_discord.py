@@ -12,7 +12,7 @@ import pytest
 
 from tests.e2e.conftest import run_bot_process
 from tests.e2e.smoke_bot import SMOKE_FILE_BYTES, THREAD_NAME
-from tests.fakes.discord_fake import (
+from tests.fakes.discord import (
     INTENT_GUILDS,
     INTENT_MESSAGE_CONTENT,
     IT_APPLICATION_COMMAND,
