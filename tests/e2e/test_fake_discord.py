@@ -48,6 +48,14 @@ async def _post(
         return resp.status, json.loads(text) if text else {}
 
 
+async def _put(fake: FakeDiscord, path: str, body: Any) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.put(fake.api_base + path, json=body, headers=_auth(fake)) as resp,
+    ):
+        return resp.status, await resp.json()
+
+
 # ---------------------------------------------------------------------- the real client
 
 
@@ -416,6 +424,33 @@ async def test_interaction_payload_shape(fake_discord: FakeDiscord) -> None:
         assert key in payload
     async with aiohttp.ClientSession() as http, http.get(image["url"]) as r:
         assert await r.read() == b"\x89PNG fake"
+
+
+async def test_commands_resolve_against_the_guild_they_are_used_in(
+    fake_discord: FakeDiscord,
+) -> None:
+    """A guild command used in another guild carries that guild's command id and guild_id."""
+    fake = fake_discord
+    other = fake.add_guild("Other", shard=(1, 2))
+    ids = {}
+    for guild_id in (fake.guild_id, other["id"]):
+        path = f"/applications/{fake.application_id}/guilds/{guild_id}/commands"
+        status, (command,) = await _put(fake, path, [{"name": "ping", "description": "p"}])
+        assert status == 200
+        ids[guild_id] = command["id"]
+    here = await fake.slash_command("ping", require_gateway=False)
+    there = await fake.slash_command(
+        "ping", channel_id=other["channels"][0]["id"], require_gateway=False
+    )
+    assert (here.payload["data"]["id"], here.payload["data"]["guild_id"]) == (
+        ids[fake.guild_id],
+        fake.guild_id,
+    )
+    assert (there.payload["data"]["id"], there.payload["data"]["guild_id"]) == (
+        ids[other["id"]],
+        other["id"],
+    )
+    assert there.payload["guild_id"] == other["id"] and there.sessions == []
 
 
 async def test_press_button_requires_an_existing_button(fake_discord: FakeDiscord) -> None:

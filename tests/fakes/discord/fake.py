@@ -341,12 +341,13 @@ class FakeDiscord(DiscordState):
         subcommand: str | None = None,
         **kwargs: Any,
     ) -> FakeInteraction:
-        """Dispatch ``/name [subcommand]`` with ``options`` (see :meth:`slash_command_data`)."""
-        return await self.send_interaction(
-            IT_APPLICATION_COMMAND,
-            self.slash_command_data(name, options, subcommand=subcommand),
-            **kwargs,
-        )
+        """Dispatch ``/name [subcommand]`` with ``options`` (see :meth:`slash_command_data`).
+
+        The command is looked up among those synced for the guild of ``channel_id``.
+        """
+        guild_id = self.channels[str(kwargs.get("channel_id") or self.channel_id)].get("guild_id")
+        data = self.slash_command_data(name, options, guild_id=guild_id, subcommand=subcommand)
+        return await self.send_interaction(IT_APPLICATION_COMMAND, data, **kwargs)
 
     async def message_command(
         self, name: str, message: dict[str, Any], **kwargs: Any

@@ -110,7 +110,7 @@ class Interactions:
         subcommand: str | None = None,
     ) -> dict[str, Any]:
         """``data`` of a CHAT_INPUT interaction (see ``FakeDiscord.slash_command_data``)."""
-        cmd = self.state.find_command(name)
+        cmd = self.state.find_command(name, guild_id)
         declared_list = (cmd or {}).get("options") or []
         path = subcommand.split() if subcommand else []
         for part in path:
@@ -193,10 +193,12 @@ class Interactions:
         """The message context-menu command ``name`` on a stored ``message``."""
         state = self.state
         stored = state.message_index.get(str(message["id"]), message)
+        kwargs.setdefault("channel_id", stored["channel_id"])
+        guild_id = state.channels[str(kwargs["channel_id"])].get("guild_id") or state.guild_id
         cmd_id = next(
             (
                 str(c["id"])
-                for c in state.guild_commands.get(state.guild_id, []) + state.commands
+                for c in state.guild_commands.get(guild_id, []) + state.commands
                 if c["name"] == name and c.get("type") == 3
             ),
             state.snowflake(),
@@ -208,12 +210,9 @@ class Interactions:
             "target_id": stored["id"],
             "resolved": {"messages": {stored["id"]: copy.deepcopy(stored)}},
         }
-        cmd = next(
-            (c for c in state.guild_commands.get(state.guild_id, []) if c["id"] == cmd_id), None
-        )
+        cmd = next((c for c in state.guild_commands.get(guild_id, []) if c["id"] == cmd_id), None)
         if cmd is not None:
             data["guild_id"] = cmd["guild_id"]
-        kwargs.setdefault("channel_id", stored["channel_id"])
         return await self.send(IT_APPLICATION_COMMAND, data, **kwargs)
 
     async def press_button(

@@ -406,9 +406,9 @@ class DiscordState:
                 return str(cmd["id"])
         return self.snowflake()
 
-    def find_command(self, name: str) -> dict[str, Any] | None:
-        """A registered command (guild or global) by name."""
-        for cmd in self.guild_commands.get(self.guild_id, []) + self.commands:
+    def find_command(self, name: str, guild_id: str | None = None) -> dict[str, Any] | None:
+        """A registered command (of the guild, by default the first one, or global) by name."""
+        for cmd in self.guild_commands.get(str(guild_id or self.guild_id), []) + self.commands:
             if cmd["name"] == name:
                 return cmd
         return None
