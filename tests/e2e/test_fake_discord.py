@@ -657,14 +657,15 @@ async def test_two_shard_clients_get_only_their_guilds_events(
         dm_events = [[m["content"] for m in s.received("MESSAGE_CREATE")] for s in sessions]
         assert "a direct message" in dm_events[0] and "a direct message" not in dm_events[1]
 
-        # Dropping shard 1's connection leaves shard 0 connected; shard 1 resumes and gets
-        # what was dispatched to it meanwhile.
+        # Dropping shard 1's connection leaves shard 0 alone; shard 1 resumes and gets what
+        # was dispatched to it meanwhile.
         await fake.drop_gateway(4000, shard_id=1)
-        assert sessions[0].open and not sessions[1].open
         late = await fake.slash_command(
             "ping", channel_id=guilds[1]["channels"][0]["id"], require_gateway=False
         )
         await fake.wait_for(lambda: fake.resumes == 1, timeout=10)
+        assert (fake.gateway_closes, fake.resume_attempts) == ([4000], 1)
+        assert late.sessions == [sessions[1]] and sessions[0].open and sessions[1].open
         assert (await late.wait_callback(timeout=5)).type == 5
         assert clients[1].interaction_ids[-1] == late.id and len(clients[0].interaction_ids) == 1
     assert fake.violations == []
