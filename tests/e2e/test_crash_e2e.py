@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.helpers import World, png
-from tests.fakes.discord_fake import RecordedRequest
+from tests.fakes.discord import RecordedRequest
 
 MANAGE_GUILD = 1 << 5
 ADMIN_MEMBER = (
