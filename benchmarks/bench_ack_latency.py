@@ -37,7 +37,7 @@ from PIL import Image
 
 from tests.e2e.helpers import API_KEY, World, png
 from tests.fakes.cometapi import FakeCometAPI
-from tests.fakes.discord_fake import FakeDiscord, FakeInteraction
+from tests.fakes.discord import FakeDiscord, FakeInteraction
 
 TARGET_P99 = 0.100
 

@@ -31,8 +31,7 @@ async def recover(bot: ServiceBot, entries: list[OpenInteraction]) -> None:
     """Answer `entries`, the records left open (read before this run connected), once the
     bot is ready."""
     await bot.wait_until_ready()  # threads are opened on messages of known guilds
-    if entries:
-        log.info("Answering %d request(s) a previous run left open", len(entries))
+    log.info("Start-up: %d request(s) a previous run left open", len(entries))
     await asyncio.gather(*(_recover_one(bot, entry) for entry in entries))
 
 

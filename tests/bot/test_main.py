@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tests.fakes.cometapi import FakeCometAPI
-from tests.fakes.discord_fake import FakeDiscord
+from tests.fakes.discord import FakeDiscord
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCHER = REPO / "tests" / "e2e" / "launcher.py"

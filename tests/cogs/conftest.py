@@ -31,7 +31,7 @@ from bot.media import MediaStore
 from bot.store import TaskStore
 from cogs.services import ServiceBot
 from cogs.video.delivery import DiscordNotifier
-from tests.fakes.discord_fake import FakeDiscord
+from tests.fakes.discord import FakeDiscord
 
 
 @pytest.fixture

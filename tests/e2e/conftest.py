@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.fakes.cometapi import FakeCometAPI
-from tests.fakes.discord_fake import FakeDiscord
+from tests.fakes.discord import FakeDiscord
 
 if TYPE_CHECKING:
     from tests.e2e.helpers import World

@@ -16,7 +16,7 @@ from PIL import Image
 
 from tests.e2e.conftest import BotProcess, run_bot_process
 from tests.fakes.cometapi import FakeCometAPI
-from tests.fakes.discord_fake import FakeDiscord, FakeInteraction, RecordedRequest
+from tests.fakes.discord import FakeDiscord, FakeInteraction, RecordedRequest
 
 API_KEY = "sk-e2e-secret-cometapi-key-1234"
 EPHEMERAL = 1 << 6

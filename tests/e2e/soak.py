@@ -39,7 +39,7 @@ from typing import Any
 from tests.e2e.conftest import BotProcess, run_bot_process
 from tests.e2e.helpers import API_KEY, World, png
 from tests.fakes.cometapi import FakeCometAPI
-from tests.fakes.discord_fake import FakeDiscord, FakeInteraction, Hold, RecordedRequest
+from tests.fakes.discord import FakeDiscord, FakeInteraction, Hold, RecordedRequest
 
 CHOSEN = ("intake", "notice", "upload", "final_edit", "status_post", "submit", "restart")
 FAIL_TAG = "[fails]"

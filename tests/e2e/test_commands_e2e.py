@@ -18,7 +18,7 @@ from typing import Any
 from PIL import Image
 
 from tests.e2e.helpers import EPHEMERAL, World, png
-from tests.fakes.discord_fake import FakeInteraction, InteractionCallback
+from tests.fakes.discord import FakeInteraction, InteractionCallback
 
 CB_MESSAGE, CB_DEFERRED, CB_MODAL = 4, 5, 9
 MANAGE_GUILD = 1 << 5

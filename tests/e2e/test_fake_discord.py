@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import discord
+import discord.asset
+import discord.gateway
+import discord.http
 import pytest
 
 from tests.e2e.conftest import run_bot_process
+from tests.e2e.launcher import redirect_discord
 from tests.e2e.smoke_bot import SMOKE_FILE_BYTES, THREAD_NAME
-from tests.fakes.discord_fake import (
+from tests.fakes.discord import (
+    CLOSE_INVALID_SHARD,
+    CLOSE_SHARDING_REQUIRED,
     INTENT_GUILDS,
     INTENT_MESSAGE_CONTENT,
     IT_APPLICATION_COMMAND,
     PRIVILEGED_INTENTS,
     FakeDiscord,
+    FakeInteraction,
 )
 
 SMOKE_MODULE = "tests.e2e.smoke_bot"
@@ -36,6 +46,14 @@ async def _post(
     ):
         text = await resp.text()
         return resp.status, json.loads(text) if text else {}
+
+
+async def _put(fake: FakeDiscord, path: str, body: Any) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.put(fake.api_base + path, json=body, headers=_auth(fake)) as resp,
+    ):
+        return resp.status, await resp.json()
 
 
 # ---------------------------------------------------------------------- the real client
@@ -408,6 +426,33 @@ async def test_interaction_payload_shape(fake_discord: FakeDiscord) -> None:
         assert await r.read() == b"\x89PNG fake"
 
 
+async def test_commands_resolve_against_the_guild_they_are_used_in(
+    fake_discord: FakeDiscord,
+) -> None:
+    """A guild command used in another guild carries that guild's command id and guild_id."""
+    fake = fake_discord
+    other = fake.add_guild("Other", shard=(1, 2))
+    ids = {}
+    for guild_id in (fake.guild_id, other["id"]):
+        path = f"/applications/{fake.application_id}/guilds/{guild_id}/commands"
+        status, (command,) = await _put(fake, path, [{"name": "ping", "description": "p"}])
+        assert status == 200
+        ids[guild_id] = command["id"]
+    here = await fake.slash_command("ping", require_gateway=False)
+    there = await fake.slash_command(
+        "ping", channel_id=other["channels"][0]["id"], require_gateway=False
+    )
+    assert (here.payload["data"]["id"], here.payload["data"]["guild_id"]) == (
+        ids[fake.guild_id],
+        fake.guild_id,
+    )
+    assert (there.payload["data"]["id"], there.payload["data"]["guild_id"]) == (
+        ids[other["id"]],
+        other["id"],
+    )
+    assert there.payload["guild_id"] == other["id"] and there.sessions == []
+
+
 async def test_press_button_requires_an_existing_button(fake_discord: FakeDiscord) -> None:
     _, message = await _post(
         fake_discord, f"/channels/{fake_discord.channel_id}/messages", {"content": "no buttons"}
@@ -419,14 +464,19 @@ async def test_press_button_requires_an_existing_button(fake_discord: FakeDiscor
 # ---------------------------------------------------------------------- gateway
 
 
-async def _raw_identify(fake: FakeDiscord, intents: int) -> tuple[list[dict[str, Any]], int | None]:
+async def _raw_identify(
+    fake: FakeDiscord, intents: int, shard: Any = None, *, guild_creates: int = 1
+) -> tuple[list[dict[str, Any]], int | None]:
+    """IDENTIFY over a bare websocket; the events until ``guild_creates`` GUILD_CREATEs."""
     events: list[dict[str, Any]] = []
     async with aiohttp.ClientSession() as http, http.ws_connect(fake.gateway_url) as ws:
         hello = await ws.receive_json(timeout=5)
         assert hello["op"] == 10 and hello["d"]["heartbeat_interval"] > 0
         await ws.send_json({"op": 1, "d": None})
         assert (await ws.receive_json(timeout=5))["op"] == 11
-        identify = {"token": fake.token, "intents": intents, "properties": {}}
+        identify: dict[str, Any] = {"token": fake.token, "intents": intents, "properties": {}}
+        if shard is not None:
+            identify["shard"] = shard
         await ws.send_json({"op": 2, "d": identify})
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
@@ -434,7 +484,7 @@ async def _raw_identify(fake: FakeDiscord, intents: int) -> tuple[list[dict[str,
             if msg.type != aiohttp.WSMsgType.TEXT:
                 break
             events.append(json.loads(msg.data))
-            if events[-1].get("t") == "GUILD_CREATE":
+            if [e.get("t") for e in events].count("GUILD_CREATE") == guild_creates:
                 break
         return events, ws.close_code
 
@@ -468,3 +518,195 @@ async def test_gateway_refuses_privileged_intents(fake_discord: FakeDiscord) -> 
     events, code = await _raw_identify(fake_discord, INTENT_GUILDS | INTENT_MESSAGE_CONTENT)
     assert events == [] and code == 4014
     assert fake_discord.identified_intents == [INTENT_GUILDS | INTENT_MESSAGE_CONTENT]
+
+
+async def test_unsharded_session_gets_every_guild(fake_discord: FakeDiscord) -> None:
+    """Without ``shard`` in IDENTIFY a session is shard 0 of 1: every guild, every event."""
+    fake = fake_discord
+    other = fake.add_guild("Other", shard=(1, 2))
+    events, _ = await _raw_identify(fake, INTENT_GUILDS, guild_creates=2)
+    assert [e["t"] for e in events] == ["READY", "GUILD_CREATE", "GUILD_CREATE"]
+    assert {g["id"] for g in events[0]["d"]["guilds"]} == {fake.guild_id, other["id"]}
+    (session,) = fake.sessions
+    assert session.shard is None and (session.shard_id, session.shard_count) == (0, 1)
+    assert session.guild_ids() == [fake.guild_id, other["id"]]
+
+
+# ---------------------------------------------------------------------- sharding
+
+
+@pytest.mark.parametrize("shard", [[2, 2], [-1, 2], [0, 0], [0], "0,1", [0.0, 2], [True, 2]])
+async def test_gateway_refuses_an_invalid_shard(fake_discord: FakeDiscord, shard: Any) -> None:
+    """Discord closes with 4010 Invalid shard unless ``shard`` is ``[id, count]``, id < count."""
+    events, code = await _raw_identify(fake_discord, INTENT_GUILDS, shard)
+    assert (events, code) == ([], CLOSE_INVALID_SHARD)
+    assert fake_discord.sessions == []
+
+
+async def test_sharding_required_when_a_shard_carries_too_many_guilds() -> None:
+    """Over ``max_guilds_per_shard`` guilds on one shard closes with 4011; sharding fixes it."""
+    async with FakeDiscord(max_guilds_per_shard=1) as fake:
+        fake.add_guild("Other", shard=(1 - fake.shard_of(fake.guild_id, 2), 2))
+        assert (await _raw_identify(fake, INTENT_GUILDS))[1] == CLOSE_SHARDING_REQUIRED
+        for shard_id in (0, 1):
+            events, _ = await _raw_identify(fake, INTENT_GUILDS, [shard_id, 2])
+            assert [e["t"] for e in events] == ["READY", "GUILD_CREATE"]
+            assert events[0]["d"]["shard"] == [shard_id, 2]
+            (guild,) = events[0]["d"]["guilds"]
+            assert (
+                fake.shard_of(guild["id"], 2) == shard_id == fake.shard_of(events[1]["d"]["id"], 2)
+            )
+        assert [s.shard for s in fake.sessions] == [(0, 2), (1, 2)]
+
+
+def _point_discord_py_at(fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redirect this process's discord.py to the fake as the launcher does (undone after)."""
+    for owner, name in (
+        (discord.http.Route, "BASE"),
+        (discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY"),
+        (discord.asset.Asset, "BASE"),
+    ):
+        monkeypatch.setattr(owner, name, getattr(owner, name))  # remembered, restored after
+    redirect_discord(fake.url)
+
+
+@contextlib.asynccontextmanager
+async def _running(client: discord.Client, token: str) -> AsyncIterator[discord.Client]:
+    """Log ``client`` in, connect it and wait until it is ready; close it afterwards."""
+    await client.login(token)
+    connection = asyncio.create_task(client.connect())
+    try:
+        ready = asyncio.create_task(client.wait_until_ready())
+        await asyncio.wait({connection, ready}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            ready.cancel()
+            raise AssertionError(f"client not ready: {connection}")
+        yield client
+    finally:
+        await client.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(connection, 10)
+
+
+class _ShardClient(discord.Client):
+    """A client on one shard that defers every interaction and records what it received."""
+
+    def __init__(self, shard_id: int, shard_count: int) -> None:
+        super().__init__(
+            intents=discord.Intents.default(),
+            shard_id=shard_id,
+            shard_count=shard_count,
+            guild_ready_timeout=0.2,
+        )
+        self.interaction_ids: list[str] = []
+        self.messages: list[str] = []
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        self.interaction_ids.append(str(interaction.id))
+        await interaction.response.defer()
+
+    async def on_message(self, message: discord.Message) -> None:
+        self.messages.append(message.content)
+
+
+async def test_two_shard_clients_get_only_their_guilds_events(
+    fake_discord: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two discord.py clients, shards 0 and 1 of 2 (two bot processes in production): each
+    gets only its guilds' GUILD_CREATE and interactions, DMs reach shard 0 only, and either
+    one can answer over REST an interaction the other received."""
+    fake = fake_discord
+    guilds = [fake.add_guild("Zero", shard=(0, 2)), fake.add_guild("One", shard=(1, 2))]
+    _point_discord_py_at(fake, monkeypatch)
+    clients = [_ShardClient(0, 2), _ShardClient(1, 2)]
+    async with _running(clients[0], fake.token), _running(clients[1], fake.token):
+        expected = [{g for g in fake.guilds if fake.shard_of(g, 2) == k} for k in (0, 1)]
+        assert [{str(g.id) for g in c.guilds} for c in clients] == expected
+        assert guilds[0]["id"] in expected[0] and guilds[1]["id"] in expected[1]
+        assert [s.shard for s in fake.sessions] == [(0, 2), (1, 2)]
+        sessions = [fake.sessions_on_shard(k)[0] for k in (0, 1)]
+        assert [set(s.guild_ids()) for s in sessions] == expected
+
+        # Each guild's interaction goes to its shard's session; that client defers it.
+        asked: list[FakeInteraction] = []
+        for guild in guilds:
+            channel_id = guild["channels"][0]["id"]
+            asked.append(await fake.slash_command("ping", channel_id=channel_id))
+        for k, interaction in enumerate(asked):
+            assert interaction.sessions == [sessions[k]]
+            assert (await interaction.wait_callback(timeout=5)).type == 5
+        assert [c.interaction_ids for c in clients] == [[asked[0].id], [asked[1].id]]
+        assert [s.interaction_ids() for s in sessions] == [[asked[0].id], [asked[1].id]]
+
+        # REST is shared: shard 0's client sends the followup of shard 1's interaction; its
+        # MESSAGE_CREATE (a guild event) goes to shard 1.
+        webhook = discord.Webhook.partial(
+            int(fake.application_id), asked[1].token, client=clients[0]
+        )
+        await webhook.send("answered by shard 0")
+        (followup,) = await asked[1].wait_followups(1, timeout=5)
+        assert followup["content"] == "answered by shard 0"
+        await fake.wait_for(lambda: "answered by shard 0" in clients[1].messages, timeout=5)
+        assert "answered by shard 0" not in clients[0].messages
+
+        # A DM has no guild: its MESSAGE_CREATE goes to shard 0 only, whoever sent it.
+        user = await clients[1].fetch_user(int(fake.user["id"]))
+        await user.send("a direct message")
+        await fake.wait_for(lambda: "a direct message" in clients[0].messages, timeout=5)
+        assert "a direct message" not in clients[1].messages
+        dm_events = [[m["content"] for m in s.received("MESSAGE_CREATE")] for s in sessions]
+        assert "a direct message" in dm_events[0] and "a direct message" not in dm_events[1]
+
+        # Dropping shard 1's connection leaves shard 0 alone; shard 1 resumes and gets what
+        # was dispatched to it meanwhile.
+        await fake.drop_gateway(4000, shard_id=1)
+        late = await fake.slash_command(
+            "ping", channel_id=guilds[1]["channels"][0]["id"], require_gateway=False
+        )
+        await fake.wait_for(lambda: fake.resumes == 1, timeout=10)
+        assert (fake.gateway_closes, fake.resume_attempts) == ([4000], 1)
+        assert late.sessions == [sessions[1]] and sessions[0].open and sessions[1].open
+        assert (await late.wait_callback(timeout=5)).type == 5
+        assert clients[1].interaction_ids[-1] == late.id and len(clients[0].interaction_ids) == 1
+    assert fake.violations == []
+    assert fake.unknown_requests == []
+
+
+class _AutoSharded(discord.AutoShardedClient):
+    """discord.py's auto-sharded client, without its 5 s pause between shard IDENTIFYs."""
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        return None
+
+
+async def test_auto_sharded_client_starts_the_recommended_shards(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """AutoShardedClient asks ``GET /gateway/bot`` how many shards, opens one session each;
+    every guild arrives on the shard its id says."""
+    async with FakeDiscord(recommended_shards=2) as fake:
+        for shard_id in (0, 1, 1):
+            fake.add_guild(f"Guild on {shard_id}", shard=(shard_id, 2))
+        _point_discord_py_at(fake, monkeypatch)
+        client = _AutoSharded(intents=discord.Intents.default(), guild_ready_timeout=0.2)
+        async with _running(client, fake.token):
+            assert fake.find_requests("GET", r"^/gateway/bot$")
+            assert sorted(tuple(d["shard"]) for d in fake.identifies) == [(0, 2), (1, 2)]
+            assert {str(g.id) for g in client.guilds} == set(fake.guilds)
+            for guild in client.guilds:
+                assert guild.shard_id == fake.shard_of(guild.id, 2)
+                (session,) = [s for s in fake.sessions if str(guild.id) in s.guild_ids()]
+                assert session.shard_id == guild.shard_id
+        assert fake.violations == []  # the /gateway/bot answer is checked against the spec
+
+
+async def test_client_with_an_invalid_shard_is_refused(
+    fake_discord: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """discord.py gives up on 4010: the client stops with ConnectionClosed."""
+    _point_discord_py_at(fake_discord, monkeypatch)
+    client = discord.Client(intents=discord.Intents.default(), shard_id=2, shard_count=2)
+    with pytest.raises(discord.ConnectionClosed) as refused:
+        await asyncio.wait_for(client.start(fake_discord.token), 20)
+    assert refused.value.code == CLOSE_INVALID_SHARD
+    assert fake_discord.identifies[0]["shard"] == [2, 2] and fake_discord.sessions == []

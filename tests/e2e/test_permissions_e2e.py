@@ -11,7 +11,7 @@ import pytest
 from bot.app import BOT_PERMISSIONS
 from tests.e2e.helpers import API_KEY, World, png
 from tests.fakes.cometapi import MP4_BYTES, FakeCometAPI
-from tests.fakes.discord_fake import FakeDiscord
+from tests.fakes.discord import FakeDiscord
 
 
 @pytest.fixture

@@ -204,7 +204,8 @@ def _png_mutation(rng: random.Random, data: bytes) -> bytes:
         chunks[index] = (kind, rng.randbytes(len(payload)))
     elif action == 3 and len(chunks) > 2:  # drop a chunk
         del chunks[index]
-    elif action == 4:  # split an IDAT's stream into two, dropping one half
+    elif action == 4 and any(k == b"IDAT" for k, _ in chunks):  # cut an IDAT's stream in two
+        # (an earlier mutation of the same file may have dropped every IDAT)
         idats = [i for i, (k, _) in enumerate(chunks) if k == b"IDAT"]
         target = rng.choice(idats)
         stream = chunks[target][1]

@@ -10,7 +10,7 @@ from PIL import Image
 
 from cogs.services import ServiceBot
 from cogs.video.flow import VideoRequest, attachment_refs
-from tests.fakes.discord_fake import FakeDiscord, FakeInteraction
+from tests.fakes.discord import FakeDiscord, FakeInteraction
 
 DEFERRED_PRIVATELY = (5, 64)  # DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE, EPHEMERAL
 

@@ -11,7 +11,7 @@ from cogs.services import ServiceBot
 from cogs.video.delivery import DiscordNotifier
 from cogs.video.flow import start_video
 from tests.cogs.video.helpers import request
-from tests.fakes.discord_fake import FakeDiscord
+from tests.fakes.discord import FakeDiscord
 from tests.helpers import advance
 
 MP4 = b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 1000

@@ -12,7 +12,7 @@ from bot.tasks import NewTask, ResultWhere, TaskOptions, TaskState
 from cogs.services import ServiceBot
 from cogs.video.flow import VideoRequest, start_video
 from tests.cogs.video.helpers import DEFERRED_PRIVATELY, answers, request, status_posts
-from tests.fakes.discord_fake import FakeDiscord
+from tests.fakes.discord import FakeDiscord
 
 
 async def test_a_request_becomes_a_queued_task_with_its_status_message_and_thread(
