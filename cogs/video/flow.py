@@ -388,15 +388,18 @@ async def _abandon(bot: ServiceBot, task: Task) -> None:
     try:
         current = await bot.store.get(task.id)
         if current is not None and current.state is TaskState.QUEUED:
-            await bot.store.transition(
-                task.id,
-                TaskState.FAILED,
-                error_code=FailureReason.NOT_SUBMITTED.value,
-                status_message=BROKE_IN_INTAKE,
-            )
-            await bot.store.refund(task.id)
+            await _end_in_intake(bot, task, BROKE_IN_INTAKE)
     except Exception:
         log.exception("Task %d couldn't be ended after the error", task.id)
+
+
+async def _end_in_intake(bot: ServiceBot, task: Task, why: str) -> None:
+    """End a task its intake can't hand over (`why` is kept, so a restart says it again); it
+    never reached the provider, so its quota comes back."""
+    await bot.store.transition(
+        task.id, TaskState.FAILED, error_code=FailureReason.NOT_SUBMITTED.value, status_message=why
+    )
+    await bot.store.refund(task.id)
 
 
 class CannotPost(Exception):
@@ -435,13 +438,7 @@ async def _post_status(
             )
     except discord.HTTPException as error:
         log.info("Task %d: the status message can't be posted (%s)", task.id, error)
-        await bot.store.transition(
-            task.id,
-            TaskState.FAILED,
-            error_code=FailureReason.NOT_SUBMITTED.value,
-            status_message=CANNOT_POST,
-        )
-        await bot.store.refund(task.id)
+        await _end_in_intake(bot, task, CANNOT_POST)
         raise CannotPost from None
     thread_id: int | None = None
     if where is ResultWhere.THREAD and message.flags.has_thread:  # opened before a crash
