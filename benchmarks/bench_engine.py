@@ -48,7 +48,8 @@ from bot.kling.client import ClientTimeouts, KlingClient
 from bot.kling.ratelimit import RateLimiter
 from bot.media import MediaStore
 from bot.quota import QuotaLimits
-from bot.store import NewTask, Task, TaskState, TaskStore
+from bot.store import TaskStore
+from bot.tasks import NewTask, Task, TaskNotes, TaskOptions, TaskState
 from tests.fakes.cometapi import MP4_BYTES, ROUTE, FakeCometAPI, FakeTask
 
 # --- production defaults (bot/config.py, EngineConfig) -------------------------------------
@@ -167,7 +168,8 @@ def new_task(prompt: str = "a cat walks") -> NewTask:
         channel_id=100,
         locale="en-US",
         prompt=prompt,
-        options={"image_urls": IMAGE_URLS},
+        options=TaskOptions(),
+        notes=TaskNotes(image_urls=tuple(IMAGE_URLS)),
         image_count=len(IMAGE_URLS),
         input_dir="",
         upload_limit=25 * 1024 * 1024,
@@ -178,11 +180,9 @@ async def insert_submitted(store: TaskStore, count: int) -> list[Task]:
     """Tasks as the engine left them before a restart: `submitted` with a Kling id k<n>."""
     tasks = []
     for n in range(count):
-        task = await store.reserve(new_task(), QuotaLimits.unlimited())
-        await store.transition(task.id, TaskState.SUBMITTING, expect=TaskState.QUEUED, attempts=1)
-        task = await store.transition(
-            task.id, TaskState.SUBMITTED, expect=TaskState.SUBMITTING, kling_task_id=f"k{n}"
-        )
+        task = await store.reserve(new_task(), QuotaLimits())
+        await store.transition(task.id, TaskState.SUBMITTING, attempts=1)
+        task = await store.transition(task.id, TaskState.SUBMITTED, kling_task_id=f"k{n}")
         tasks.append(task)
     return tasks
 
@@ -310,7 +310,7 @@ async def section1() -> dict[str, Any]:
         by_external: dict[str, tuple[str, float]] = {}
         for group, duration in plan:
             rig.api.finish_after = duration / scale  # the fake gives a new task this duration
-            task = await rig.store.reserve(new_task(), QuotaLimits.unlimited())
+            task = await rig.store.reserve(new_task(), QuotaLimits())
             by_external[task.external_task_id] = (group, duration)
             engine.enqueue(task)
             while len(rig.api.tasks) < len(by_external):  # one submit at a time
@@ -549,7 +549,7 @@ async def section3() -> dict[str, Any]:
         t0 = time.monotonic()
         await engine.start()
         await asyncio.sleep(1.0)
-        newcomer = await rig.store.reserve(new_task("a newcomer"), QuotaLimits.unlimited())
+        newcomer = await rig.store.reserve(new_task("a newcomer"), QuotaLimits())
         enqueued = time.monotonic()
         engine.enqueue(newcomer)
         while True:
@@ -613,10 +613,10 @@ async def section4() -> dict[str, Any]:
     scale = S4_SCALE
     async with rig_of(processing_after=0.0, finish_after=30.0 / scale) as rig:
         for _ in range(S4_QUEUED):
-            await rig.store.reserve(new_task(), QuotaLimits.unlimited())
+            await rig.store.reserve(new_task(), QuotaLimits())
         engine = rig.engine(config(scale, max_concurrent=S4_MAX_CONCURRENT), rate=500.0 * scale)
         passes: list[tuple[float, int]] = []
-        announce = engine._announce_queue  # instrument (bench-only): time each pass
+        announce = engine.queue.announce  # instrument (bench-only): time each pass
 
         async def timed_announce() -> None:
             before = rig.notifier.position_updates
@@ -626,7 +626,7 @@ async def section4() -> dict[str, Any]:
             if told:
                 passes.append((time.perf_counter() - start, told))
 
-        engine._announce_queue = timed_announce  # type: ignore[method-assign]
+        engine.queue.announce = timed_announce  # type: ignore[method-assign]
         t0 = time.perf_counter()
         await engine.start()
         await asyncio.sleep(S4_WINDOW)
@@ -667,7 +667,7 @@ def print4(r: dict[str, Any]) -> None:
         f"submit"
     )
     print(
-        f"    {r['passes']} _announce_queue passes, each telling {r['told_per_pass']:.0f} "
+        f"    {r['passes']} queue.announce passes, each telling {r['told_per_pass']:.0f} "
         f"tasks (1 store.get + 1 progress each): mean {r['pass_mean_ms']:.0f} ms, max "
         f"{r['pass_max_ms']:.0f} ms wall, during which _run_loop dispatches nothing "
         f"({r['stall_share'] * 100:.0f} % of the window)"

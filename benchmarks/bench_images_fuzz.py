@@ -1,7 +1,7 @@
 """Intake over mutated files: 20,000 in this process, 2,000 through the worker pool.
 
 Run: `python benchmarks/bench_images_fuzz.py [--count 20000] [--pool-count 2000]`. Prints
-figures; asserts nothing (tests/test_images_fuzz.py holds the same property, the long run
+figures; asserts nothing (tests/bot/images/test_fuzz.py holds the same property, the long run
 marked slow). The files are valid JPEGs and PNGs of every common kind, each mutated one to three
 times: bit flips, overwrites, cuts (with the end marker put back or not), deleted and repeated
 spans, and PNG chunk changes that keep every CRC valid (tests/hostile_images.py). An outcome is
@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.images import InspectionPool, PreparedImage
-from tests.hostile_images import FuzzTally, inspect_in_process, judge, mutated_files
+from tests.bot.images.hostile_images import FuzzTally, inspect_in_process, judge, mutated_files
 
 
 def report(label: str, tally: FuzzTally, seconds: float, count: int) -> None:

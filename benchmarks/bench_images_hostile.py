@@ -2,7 +2,7 @@
 
 Run: `python benchmarks/bench_images_hostile.py`. Prints figures; asserts nothing. Three parts:
 
-1. Per image (issue 10's cases and the heaviest legitimate ones), through a worker pool with
+1. Per image (the hostile cases of tests/hostile_images.py and the heaviest legitimate ones), through a worker pool with
    the bot's budgets: the outcome, wall time, the worker's CPU and its peak memory growth
    (VmHWM reset before each image, minus its resident size then), and the longest stall of
    this process's event loop meanwhile (a 5 ms ticker).
@@ -36,11 +36,12 @@ from bot.images import (
     MAX_DOWNLOAD_BYTES,
     AttachmentRef,
     ImageIntakeError,
+    ImageProblem,
     InspectionPool,
-    fetch_images,
     prepare_images,
 )
-from tests.hostile_images import (
+from bot.images.fetching import fetch_all
+from tests.bot.images.hostile_images import (
     broken_pixel_pngs,
     encode,
     flat_png_bomb,
@@ -282,10 +283,10 @@ async def downloads(port: int) -> None:
             ref = AttachmentRef(1, path, f"http://127.0.0.1:{port}/{path}")
             started = time.perf_counter()
             cpu = time.process_time()
-            fetch = fetch_images(session, [ref], timeout=seconds, max_bytes=MAX_DOWNLOAD_BYTES)
+            fetch = fetch_all(session, [ref], seconds=seconds, max_bytes=MAX_DOWNLOAD_BYTES)
             result, stall = await max_stall_while(fetch)
-            if isinstance(result, ImageIntakeError):
-                problem = result.problems[0]
+            if isinstance(result, list) and isinstance(result[0], ImageProblem):
+                problem = result[0]
                 outcome = f"refused: {problem.code} {problem.params.get('reason', '')}"
             elif isinstance(result, list):
                 outcome = f"{len(result[0]) / MiB:.1f} MiB downloaded"

@@ -1,7 +1,7 @@
 """Benchmark: today's poll schedule against the learned one (bot.polling), in virtual time.
 
 Run: `.venv/bin/python benchmarks/bench_polling.py`   (pure computation, well under a minute;
-prints figures and PASS/FAIL against issue 14's targets; asserts nothing on time).
+prints figures and PASS/FAIL against the targets below; asserts nothing on time).
 
 What is simulated, in virtual seconds (no sockets, no sleeping):
 - the provider finishes each task T seconds after the submit and reports `processing` from
@@ -72,7 +72,7 @@ SPREAD = 0.10
 STUCK_SHARE = 0.02
 STUCK_FACTOR = (1.5, 3.0)
 
-# --- targets (issue 14) ----------------------------------------------------------------------
+# --- targets ---------------------------------------------------------------------------------
 TARGET_60S_POLLS = 8
 TARGET_60S_DELAY = 5.0
 TARGET_MIX_P95 = 8.0

@@ -1,7 +1,7 @@
 """`KlingBot`: the discord.py bot that wires the services together and runs them.
 
-`setup_hook` creates the one aiohttp session, opens the store, loads every extension in
-`cogs/`, starts the engine, answers the requests a killed run left open (once the bot is
+`setup_hook` creates the one aiohttp session, opens the store, loads the extensions in
+`EXTENSIONS`, starts the engine, answers the requests a killed run left open (once the bot is
 ready) and syncs the slash commands only when they changed. `close` stops the engine and then
 closes the session and the store. SIGTERM and SIGINT end the bot cleanly. `discord_identity` is
 the Discord half of `python -m bot check`: it asks Discord's REST API who the bot is (no
@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import pkgutil
 import signal
 import sqlite3
 from dataclasses import dataclass
@@ -28,7 +27,6 @@ from discord import app_commands
 from discord.ext import commands
 from discord.voice_client import VoiceClient
 
-import cogs
 from bot.config import Settings
 from bot.engine import EngineConfig, TaskEngine
 from bot.kling.client import KlingClient
@@ -38,12 +36,16 @@ from bot.media import MediaStore
 from bot.ops import host_resolves
 from bot.store import StoreError, TaskStore
 from bot.strings import text
-from cogs._delivery import DiscordNotifier
-from cogs._flow import recover
-from cogs._translator import KlingTranslator
+from cogs.caller import reply_privately
+from cogs.services import ServiceBot
+from cogs.translator import KlingTranslator
+from cogs.video.delivery import DiscordNotifier
+from cogs.video.recovery import recover
 
 log = logging.getLogger(__name__)
 
+#: The extensions `setup_hook` loads, in order (a module with a `setup(bot)`).
+EXTENSIONS = ("cogs.admin", "cogs.video")
 COMMAND_HASH_KEY = "command_tree_hash"
 #: How long `close` lets commands, button presses and forms already running finish.
 INTERACTION_DRAIN_SECONDS = 5.0
@@ -142,23 +144,10 @@ async def discord_identity(token: str) -> DiscordIdentity:
     return DiscordIdentity(name=str(user), user_id=user.id, application_id=app.id)
 
 
-def extension_names() -> list[str]:
-    """Every extension in `cogs/`: its public modules (private helpers start with `_`)."""
-    return sorted(
-        f"{cogs.__name__}.{module.name}"
-        for module in pkgutil.iter_modules(cogs.__path__)
-        if not module.name.startswith("_")
-    )
-
-
-class KlingBot(commands.Bot):
+class KlingBot(ServiceBot):
     """The bot: default intents only, slash commands, services ready after `setup_hook`."""
 
-    session: aiohttp.ClientSession
-    store: TaskStore
-    media: MediaStore
     kling: KlingClient
-    engine: TaskEngine
     notifier: DiscordNotifier
 
     def __init__(
@@ -194,7 +183,7 @@ class KlingBot(commands.Bot):
         )
         await self.tree.set_translator(KlingTranslator())
         self.tree.error(self.on_app_command_error)
-        for name in extension_names():
+        for name in EXTENSIONS:
             try:
                 await self.load_extension(name)
             except commands.ExtensionError:
@@ -203,7 +192,9 @@ class KlingBot(commands.Bot):
         if self.sync_only:
             return  # `python -m bot sync`: no engine; `_serve` closes after the login
         await self.engine.start()
-        # Read before the gateway connects: every record now is a previous run's.
+        # Read before the gateway connects: every record now is an earlier run's. discord.py
+        # takes interactions at once but says `ready` seconds later, and the records this run
+        # makes meanwhile are its own to answer, never the recovery's.
         left_open = await self.store.open_interactions()
         self._recovery = asyncio.create_task(recover(self, left_open), name="kling-recover")
 
@@ -216,10 +207,7 @@ class KlingBot(commands.Bot):
         log.error("Command %s failed", getattr(interaction.command, "name", "?"), exc_info=error)
         message = text(str(interaction.locale), "reply.unexpected_plain")
         try:
-            if interaction.response.is_done():
-                await interaction.followup.send(message, ephemeral=True)
-            else:
-                await interaction.response.send_message(message, ephemeral=True)
+            await reply_privately(interaction, message)
         except discord.HTTPException:
             log.info("Couldn't tell the user about the error")
 

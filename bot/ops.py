@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.store import parse_database_url
+from bot.store.sqlite import parse_database_url
 
 #: The `meta` key the engine writes its heartbeat (Unix time, text) to.
 HEARTBEAT_KEY = "engine_heartbeat"

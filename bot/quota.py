@@ -5,7 +5,7 @@ so does one that timed out before it reached the provider. A task that was deliv
 out at the provider (which may still have done the work), keeps it.
 Validation errors never reserve quota: images and prompt are checked before anything is reserved.
 
-The rules live here; `bot.store.TaskStore.reserve` applies them atomically with the task insert.
+The rules live here; `TaskStore.reserve` (bot/store) applies them atomically with the task insert.
 Every limit, wherever it is set (QUOTA_* settings, `/kling-admin limits`, a role's or a member's
 override), means the same: a positive number is the limit, 0 means no limit. (To stop someone
 making videos, block them; to stop a server, take the bot's permissions away there.)
@@ -22,11 +22,11 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from bot.store import GuildSettings, QuotaOverride, TaskState
+from bot.tasks import GuildSettings, QuotaOverride, TaskState
 
+#: A day in seconds: the window of every daily limit.
 DAY_SECONDS = 86_400.0
 
 
@@ -91,11 +91,6 @@ class QuotaLimits:
     daily_per_guild: int | None = None
     daily_global: int | None = None
     exempt: bool = False
-
-    @classmethod
-    def unlimited(cls) -> QuotaLimits:
-        """Limits that never refuse (blocked users are still refused)."""
-        return cls()
 
     def checks(self, *, in_guild: bool) -> list[tuple[QuotaKind, int]]:
         """The limits to check, in the order they are reported: concurrent, user, guild, global."""
@@ -183,11 +178,11 @@ def resolve_limits(
     )
 
 
-def refund_due(state: TaskState | str, *, reached_provider: bool = True) -> bool:
+def refund_due(state: TaskState, *, reached_provider: bool = True) -> bool:
     """Whether a task that ended in `state` gives its quota back (see the refund policy)."""
-    if str(state) == "failed":
+    if state is TaskState.FAILED:
         return True
-    return str(state) == "timed_out" and not reached_provider
+    return state is TaskState.TIMED_OUT and not reached_provider
 
 
 def find_blocked_word(prompt: str, blocked_words: Iterable[str]) -> str | None:

@@ -7,22 +7,21 @@ can change who sees a command).
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import discord
 from discord import app_commands
 from discord.app_commands import locale_str as _
 from discord.ext import commands
 
-from bot.store import TaskState
+from bot.quota import DAY_SECONDS
 from bot.strings import text
-from cogs._messages import clip, state_text
+from bot.tasks import TaskState
+from cogs.caller import is_manager, reply_privately
+from cogs.messages import clip, state_text
+from cogs.services import ServiceBot
 
-if TYPE_CHECKING:
-    from bot.app import KlingBot
-
-DAY = 86400.0
-WEEK = 7 * DAY
+WEEK_SECONDS = 7 * DAY_SECONDS
 Limit = app_commands.Range[int, 0, 10_000]
 
 
@@ -50,7 +49,7 @@ class AdminCog(
 ):
     """Server admins' controls over the bot."""
 
-    def __init__(self, bot: KlingBot) -> None:
+    def __init__(self, bot: ServiceBot) -> None:
         self.bot = bot
         super().__init__()
 
@@ -58,20 +57,12 @@ class AdminCog(
         """Only in a server, only for members who may manage it."""
         locale = str(interaction.locale)
         if interaction.guild_id is None:
-            await interaction.response.send_message(
-                text(locale, "admin.guild_only"), ephemeral=True
-            )
+            await reply_privately(interaction, text(locale, "admin.guild_only"))
             return False
-        permissions = interaction.permissions
-        if not (permissions.manage_guild or permissions.administrator):
-            await interaction.response.send_message(
-                text(locale, "admin.not_allowed"), ephemeral=True
-            )
+        if not is_manager(interaction):
+            await reply_privately(interaction, text(locale, "admin.not_allowed"))
             return False
         return True
-
-    async def _say(self, interaction: discord.Interaction[Any], content: str) -> None:
-        await interaction.response.send_message(clip(content, 2000), ephemeral=True)
 
     @app_commands.command(
         name=_("limits"), description=_("Set this server's limits (empty = the bot's default)")
@@ -108,7 +99,7 @@ class AdminCog(
             concurrent_per_user=concurrent_per_user,
             daily_per_guild=daily_per_guild,
         )
-        await self._say(interaction, text(locale, "admin.limits_set", limits=summary))
+        await reply_privately(interaction, text(locale, "admin.limits_set", limits=summary))
 
     async def _override(
         self,
@@ -125,7 +116,9 @@ class AdminCog(
         locale = str(interaction.locale)
         if clear:
             await self.bot.store.remove_override(interaction.guild_id, kind, target.id)
-            await self._say(interaction, text(locale, "admin.override_removed", target=mention))
+            await reply_privately(
+                interaction, text(locale, "admin.override_removed", target=mention)
+            )
             return
         await self.bot.store.set_override(
             interaction.guild_id,
@@ -136,7 +129,7 @@ class AdminCog(
             exempt=exempt,
         )
         summary = _limits_text(locale, daily=daily, concurrent=concurrent, exempt=exempt)
-        await self._say(
+        await reply_privately(
             interaction, text(locale, "admin.override_set", target=mention, limits=summary)
         )
 
@@ -211,7 +204,7 @@ class AdminCog(
         await self.bot.store.block_user(
             interaction.guild_id, user.id, reason=f"by {interaction.user.id}"
         )
-        await self._say(
+        await reply_privately(
             interaction, text(str(interaction.locale), "admin.blocked", user=user.mention)
         )
 
@@ -224,7 +217,7 @@ class AdminCog(
         """Unblock a member."""
         assert interaction.guild_id is not None
         await self.bot.store.unblock_user(interaction.guild_id, user.id)
-        await self._say(
+        await reply_privately(
             interaction, text(str(interaction.locale), "admin.unblocked", user=user.mention)
         )
 
@@ -238,7 +231,7 @@ class AdminCog(
         """Reset a member's daily usage."""
         assert interaction.guild_id is not None
         count = await self.bot.store.reset_usage(interaction.guild_id, user.id)
-        await self._say(
+        await reply_privately(
             interaction,
             text(str(interaction.locale), "admin.usage_reset", user=user.mention, count=count),
         )
@@ -268,16 +261,16 @@ class AdminCog(
                 if words
                 else text(locale, "admin.words_none")
             )
-            await self._say(interaction, body)
+            await reply_privately(interaction, body)
         elif remove:
             removed = await store.remove_blocked_word(interaction.guild_id, word)
-            await self._say(
+            await reply_privately(
                 interaction,
                 text(locale, "admin.word_removed" if removed else "admin.word_unknown", word=word),
             )
         else:
             await store.add_blocked_word(interaction.guild_id, word)
-            await self._say(interaction, text(locale, "admin.word_added", word=word))
+            await reply_privately(interaction, text(locale, "admin.word_added", word=word))
 
     @app_commands.command(
         name=_("log-channel"), description=_("Post one line per video in a channel (empty = off)")
@@ -292,9 +285,11 @@ class AdminCog(
         locale = str(interaction.locale)
         await self.bot.store.set_log_channel(interaction.guild_id, channel.id if channel else None)
         if channel is None:
-            await self._say(interaction, text(locale, "admin.log_cleared"))
+            await reply_privately(interaction, text(locale, "admin.log_cleared"))
         else:
-            await self._say(interaction, text(locale, "admin.log_set", channel=channel.mention))
+            await reply_privately(
+                interaction, text(locale, "admin.log_set", channel=channel.mention)
+            )
 
     @app_commands.command(name=_("active"), description=_("List running and queued videos"))
     async def active(self, interaction: discord.Interaction[Any]) -> None:
@@ -302,12 +297,12 @@ class AdminCog(
         locale = str(interaction.locale)
         tasks = [t for t in await self.bot.store.unfinished() if t.guild_id == interaction.guild_id]
         if not tasks:
-            await self._say(interaction, text(locale, "admin.active_empty"))
+            await reply_privately(interaction, text(locale, "admin.active_empty"))
             return
         lines = []
         for task in tasks[:25]:
             position = (
-                self.bot.engine.queue_position(task.id) if task.state is TaskState.QUEUED else None
+                self.bot.engine.queue.position(task.id) if task.state is TaskState.QUEUED else None
             )
             lines.append(
                 f"#{task.id} · <@{task.user_id}> · {state_text(task, position)} · {clip(task.prompt, 40)}"
@@ -317,7 +312,7 @@ class AdminCog(
         embed = discord.Embed(
             title=text(locale, "admin.active_title"), description=clip("\n".join(lines), 4000)
         )
-        await interaction.response.send_message(embed=embed, ephemeral=True)
+        await reply_privately(interaction, embed=embed)
 
     @app_commands.command(name=_("usage"), description=_("Usage of the last day and week"))
     async def usage(self, interaction: discord.Interaction[Any]) -> None:
@@ -325,8 +320,8 @@ class AdminCog(
         assert interaction.guild_id is not None
         locale = str(interaction.locale)
         now = time.time()
-        day = await self.bot.store.usage_summary(interaction.guild_id, now - DAY)
-        week = await self.bot.store.usage_summary(interaction.guild_id, now - WEEK)
+        day = await self.bot.store.usage_summary(interaction.guild_id, now - DAY_SECONDS)
+        week = await self.bot.store.usage_summary(interaction.guild_id, now - WEEK_SECONDS)
         body = text(
             locale,
             "admin.usage_body",
@@ -338,9 +333,9 @@ class AdminCog(
             week_failed=week.by_state.get(TaskState.FAILED, 0),
         )
         embed = discord.Embed(title=text(locale, "admin.usage_title"), description=body)
-        await interaction.response.send_message(embed=embed, ephemeral=True)
+        await reply_privately(interaction, embed=embed)
 
 
-async def setup(bot: commands.Bot) -> None:
-    """Load the cog."""
-    await bot.add_cog(AdminCog(bot))  # type: ignore[arg-type]
+async def setup(bot: ServiceBot) -> None:
+    """Load the cog (`bot.app` loads this extension)."""
+    await bot.add_cog(AdminCog(bot))

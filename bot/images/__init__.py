@@ -11,7 +11,6 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bot.images.fetching import fetch_images
     from bot.images.inspection import inspect_image
     from bot.images.intake import prepare_images
     from bot.images.pool import InspectionPool, JobFigures, default_pool
@@ -40,7 +39,6 @@ if TYPE_CHECKING:
 # Loaded on first use, so that a worker process (which needs only Pillow and the rules) starts
 # without aiohttp and asyncio: half the start time and memory.
 _HOMES = {
-    "fetch_images": "fetching",
     "inspect_image": "inspection",
     "prepare_images": "intake",
     "InspectionPool": "pool",
@@ -82,7 +80,6 @@ __all__ = [
     "PreparedImage",
     "default_pool",
     "display_filename",
-    "fetch_images",
     "inspect_image",
     "prepare_images",
 ]

@@ -10,27 +10,10 @@ import aiohttp
 
 from bot.images.rules import (
     MAX_DOWNLOAD_PIECES,
-    MAX_IMAGE_BYTES,
     AttachmentRef,
-    ImageIntakeError,
     ImageProblem,
     too_big,
 )
-
-
-async def fetch_images(
-    session: aiohttp.ClientSession,
-    refs: Sequence[AttachmentRef],
-    *,
-    timeout: float,  # noqa: ASYNC109 - the per-download limit, passed on to aiohttp
-    max_bytes: int = MAX_IMAGE_BYTES,
-) -> list[bytes]:
-    """Download every attachment in parallel, streamed and capped at `max_bytes` each."""
-    results = await fetch_all(session, refs, seconds=timeout, max_bytes=max_bytes)
-    problems = [result for result in results if isinstance(result, ImageProblem)]
-    if problems:
-        raise ImageIntakeError(problems)
-    return [result for result in results if isinstance(result, bytes)]
 
 
 async def fetch_all(

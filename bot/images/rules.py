@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from bot.config import ImageTransport
 
 MIN_IMAGES = 2
 MAX_IMAGES = 4
@@ -147,14 +142,6 @@ class PreparedImage:
     data: bytes = field(repr=False)
     source_url: str
     changes: tuple[ImageProblem, ...] = ()
-
-    def api_value(self, transport: ImageTransport) -> str:
-        """The `image` value for the API: the source URL if asked and unchanged, else raw base64."""
-        from bot.config import ImageTransport  # here: a worker process needn't load the settings
-
-        if transport is ImageTransport.URL and self.source_url and not self.changes:
-            return self.source_url
-        return base64.b64encode(self.data).decode("ascii")
 
 
 def too_big(position: int, filename: str, size: int) -> ImageProblem:

@@ -2,8 +2,8 @@
 
 Queries are retried on anything time can fix. A submit is never blindly repeated: when its
 outcome is unknown (time-out, dropped connection, 5xx, junk answer) the client looks the
-task up by its `external_task_id` first (kling-api.md decision 8), so one press can never
-create two paid tasks.
+task up by its `external_task_id` first (the engine sends a task again at most once, and only
+when the API clearly never got it), so one press can never create two paid tasks.
 
 Every answer ends as a `KlingTask` or as one of the errors in `bot.kling.errors`, whatever
 the peer sends: the body is read whole however it arrives (in pieces, chunked, gzip, with or

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -27,6 +27,14 @@ MAX_VIDEO_URL = 1900  # the link must fit in one Discord message (2,000 characte
 Mode = Literal["std", "pro"]
 Duration = Literal["5", "10"]
 AspectRatio = Literal["16:9", "9:16", "1:1"]
+#: Every value the API takes for each option, in the order the commands offer them.
+MODES: tuple[Mode, ...] = get_args(Mode)
+DURATIONS: tuple[Duration, ...] = get_args(Duration)
+ASPECT_RATIOS: tuple[AspectRatio, ...] = get_args(AspectRatio)
+#: What the API makes when an option isn't sent.
+DEFAULT_MODE: Mode = "std"
+DEFAULT_DURATION: Duration = "5"
+DEFAULT_ASPECT_RATIO: AspectRatio = "16:9"
 
 
 class ImageItem(BaseModel):
@@ -63,10 +71,10 @@ class DynamicMask(BaseModel):
 
 
 class MultiImageRequest(BaseModel):
-    """The body of `POST /kling/v1/videos/multi-image2video`, checked against part 1's limits.
+    """The body of `POST /kling/v1/videos/multi-image2video`, checked against the API's limits.
 
-    Optional fields are sent only when set (`to_body`). The masks are modelled because the
-    seed documents them, but the bot's commands never send them (kling-api.md decision 5).
+    Optional fields are sent only when set (`to_body`). The masks are modelled because the API
+    documents them, but the bot's commands never send them (no command takes a mask).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -40,9 +40,3 @@ class RateLimiter:
         delay = slot - now
         if delay > 0:
             await self._sleep(delay)
-
-    async def __aenter__(self) -> None:
-        await self.acquire()
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None

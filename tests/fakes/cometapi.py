@@ -1,6 +1,6 @@
 """A fake CometAPI (Kling multi-image-to-video routes) on loopback that enforces the contract.
 
-It checks what the real API documents (kling-api.md part 2): the Bearer key, the JSON body
+It checks what the real API documents: the Bearer key, the JSON body
 and its limits, unique external ids; it answers in the documented envelopes; tasks move
 through `submitted → processing → succeed|failed` on a schedule; and scripted faults
 reproduce what goes wrong in production.

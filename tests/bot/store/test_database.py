@@ -1,0 +1,105 @@
+"""The seam a second backend plugs into (bot/store/database.py)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from bot.quota import QuotaLimits
+from bot.store import (
+    MIGRATIONS,
+    Connection,
+    TaskStore,
+)
+from bot.store.database import Row
+from bot.store.sqlite import SqliteDatabase
+from bot.tasks import (
+    TaskNotes,
+    TaskState,
+)
+from tests.bot.store.helpers import (
+    new_interaction,
+    new_task,
+)
+from tests.helpers import advance
+
+# --- the seam a second backend plugs into ------------------------------------------------------
+
+
+class RecordingDatabase:
+    """The SQLite database, recording every statement and transaction the store asks for."""
+
+    def __init__(self, inner: SqliteDatabase) -> None:
+        self.inner = inner
+        self.statements: list[str] = []
+        self.transactions: list[bool] = []
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[RecordingConnection]:
+        async with self.inner.connection() as conn:
+            yield RecordingConnection(conn, self.statements)
+
+    @asynccontextmanager
+    async def transaction(self, *, exclusive: bool = False) -> AsyncIterator[RecordingConnection]:
+        self.transactions.append(exclusive)
+        async with self.inner.transaction(exclusive=exclusive) as conn:
+            yield RecordingConnection(conn, self.statements)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class RecordingConnection:
+    def __init__(self, conn: Connection, statements: list[str]) -> None:
+        self.conn = conn
+        self.statements = statements
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        self.statements.append(sql)
+        return await self.conn.fetch(sql, params)
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.statements.append(sql)
+        await self.conn.execute(sql, params)
+
+
+async def test_the_store_speaks_portable_sql_and_only_reservations_are_exclusive() -> None:
+    """What a PostgreSQL backend relies on: the store's SQL has nothing SQLite-only in it, and
+    the reservation (count, then insert) is the one transaction that must not overlap another.
+    """
+    db = RecordingDatabase(await SqliteDatabase.open("sqlite:///:memory:", migrations=MIGRATIONS))
+    async with TaskStore(db) as store:
+        entry = await store.open_interaction(new_interaction())
+        task = await store.reserve(new_task(), QuotaLimits(daily_per_user=5), interaction=entry.id)
+        assert db.transactions == [True]
+        await store.hand_over(entry.id, task.id, status_message_id=1, notes=TaskNotes())
+        await store.close_interaction(entry.id)
+        await advance(store, task.id, TaskState.DELIVERED)
+        await store.refund(task.id)
+        await store.reset_usage(None, 1)
+        await store.reset_usage(100, 1)
+        await store.set_guild_limits(100, daily_per_user=3)
+        await store.set_override(100, "role", 7, daily=2)
+        await store.add_blocked_word(100, "bad")
+        await store.block_user(100, 9)
+        await store.set_meta("k", "v")
+        for read in (
+            store.get_guild_settings(100),
+            store.unfinished(),
+            store.queue(),
+            store.active_for_user(1),
+            store.recent_for_user(1, guild_id=100),
+            store.usage(user_id=1, guild_id=100, since=0),
+            store.next_slot_frees_at(1, limit=1),
+            store.usage_summary(100, 0),
+            store.expired_inputs(1e12),
+            store.delete_older_than(0),
+            store.get_meta("k"),
+        ):
+            await read
+    assert db.transactions[0] is True and not any(db.transactions[1:])
+    sqlite_only = re.compile(r"PRAGMA|json_|AUTOINCREMENT|BEGIN|\bIS \?|\bGLOB\b", re.I)
+    assert len(db.statements) > 30
+    assert [sql for sql in db.statements if sqlite_only.search(sql)] == []
