@@ -11,9 +11,12 @@ portable between SQLite and PostgreSQL (`RETURNING`, `ON CONFLICT`, partial inde
   user's tasks and inserts one, and two of those must never overlap.
 - `close()`.
 
-A backend brings its own schema and migrations, rewrites `?` when its driver wants another
-placeholder style (asyncpg numbers them: `$1`, `$2`, ...), and lets its driver's errors
-through as they are. `SqliteDatabase` (`bot/store/sqlite.py`) is the one there is.
+A backend brings its own schema and migrations and rewrites `?` when its driver wants another
+placeholder style (asyncpg numbers them: `$1`, `$2`, ...). A statement that breaks a
+constraint of the schema (a second row with a unique value, a NULL where none may be, a
+failed CHECK) raises `ConstraintError` on every backend; other driver errors go through as they
+are. The backends: `SqliteDatabase` (`bot/store/sqlite.py`), `PostgresDatabase`
+(`bot/store/postgres.py`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ class StoreError(Exception):
 
 class MigrationError(StoreError):
     """The database schema could not be brought to the current version."""
+
+
+class ConstraintError(StoreError):
+    """A statement broke a constraint of the schema (unique, not null, check); nothing of it
+    was written. The driver's own error is its `__cause__`."""
 
 
 class Connection(Protocol):

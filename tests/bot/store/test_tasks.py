@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import replace
 
 import pytest
 
 from bot.store import (
+    ConstraintError,
     StaleTransition,
     TaskNotFound,
     TaskStore,
@@ -116,13 +116,14 @@ async def test_notes_are_written_beside_the_options_which_never_change(store: Ta
 async def test_unique_ids_are_enforced(store: TaskStore) -> None:
     a = await store.reserve(new_task(), UNLIMITED)
     b = await store.reserve(new_task(), UNLIMITED)
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(ConstraintError):  # the same error on every backend
         await store.reserve(new_task(external_task_id=a.external_task_id), UNLIMITED)
     await store.update(a.id, kling_task_id="same")
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(ConstraintError):
         await store.update(b.id, kling_task_id="same")
-    # the failed statement left no transaction open
+    # the failed statement left no transaction open, and nothing of it was written
     await store.reserve(new_task(), UNLIMITED)
+    assert await store.usage(since=0) == 3
 
 
 async def test_queries(store: TaskStore, clock: Clock) -> None:
