@@ -1,8 +1,10 @@
-"""Fixtures every test may use: the PostgreSQL server (see `tests/postgres.py`)."""
+"""Fixtures every test may use: the PostgreSQL server (see `tests/postgres.py`), and a fresh
+database on each backend."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -41,6 +43,20 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
         yield url
     finally:
         postgres_server.drop_schema(url)
+
+
+#: The backends a test that takes `database_url` runs on.
+SHARED_BACKENDS = ("sqlite-file", "postgresql")
+
+
+@pytest.fixture(params=SHARED_BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database that several stores (and processes) can open: a SQLite file, or a
+    PostgreSQL schema of its own."""
+    if request.param == "sqlite-file":
+        return f"sqlite:///{tmp_path}/db/bot.sqlite3"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -151,9 +151,10 @@ class World:
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
+async def world(tmp_path: Path, database_url: str) -> AsyncIterator[World]:
+    """The engine's world, on each backend."""
     async with FakeCometAPI(finish_after=0.15) as api, aiohttp.ClientSession() as session:
-        store = await TaskStore.open("sqlite:///:memory:")
+        store = await TaskStore.open(database_url)
         w = World(api, store, session, MediaStore(tmp_path / "media"), RecordingNotifier())
         try:
             yield w

@@ -2,8 +2,8 @@
 
 `store` runs each test on SQLite in memory, SQLite in a file and PostgreSQL (a schema of its
 own on the run's database; skipped loudly, or failed in CI, without a server).
-`database_url` is a fresh database other connections and processes can open too: a SQLite
-file or a PostgreSQL schema.
+`shared_store` is on `database_url` (tests/conftest.py): a fresh database other connections
+and processes can open too, a SQLite file or a PostgreSQL schema.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import pytest
 from bot.store import TaskStore
 from tests.bot.store.helpers import Clock
 
-#: The backends every store test runs on; `database_url`'s are the shareable ones.
+#: The backends every store test runs on (`database_url`, in tests/conftest.py, has the two
+#: that other connections can open too).
 BACKENDS = ("sqlite-memory", "sqlite-file", "postgresql")
-SHARED_BACKENDS = ("sqlite-file", "postgresql")
 
 
 def backend_url(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> str:
@@ -34,12 +34,6 @@ def backend_url(request: pytest.FixtureRequest, backend: str, tmp_path: Path) ->
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
-
-
-@pytest.fixture(params=SHARED_BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh database several stores (and processes) can open: a file or a schema."""
-    return backend_url(request, request.param, tmp_path)
 
 
 @pytest.fixture(params=BACKENDS)

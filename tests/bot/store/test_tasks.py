@@ -176,3 +176,33 @@ async def test_endings_are_unfinished_until_told(store: TaskStore) -> None:
     assert [t.id for t in await store.unfinished()] == [failed.id]
     await store.update(failed.id, notified_at=5.0)
     assert await store.unfinished() == []
+
+
+async def test_the_same_values_come_back_on_every_backend(store: TaskStore, clock: Clock) -> None:
+    """64-bit snowflakes, times to the last bit of a double, the options' JSON as written."""
+    snowflake = 1_234_567_890_123_456_789
+    clock.t = 1_700_000_000.123_456_7
+    options = TaskOptions(
+        duration="10", mode="pro", negative_prompt="blur \u0000 ünï 🎥", cfg_scale=0.1
+    )
+    notes = TaskNotes(image_names=("één.png", 'a"b.png'))
+    task = await store.reserve(
+        new_task(
+            user_id=snowflake,
+            guild_id=snowflake + 1,
+            channel_id=2**63 - 1,
+            options=options,
+            notes=notes,
+            prompt="a 'quoted' ? prompt",
+        ),
+        UNLIMITED,
+    )
+    again = await store.get(task.id)
+    assert again == task
+    assert (task.user_id, task.guild_id, task.channel_id) == (snowflake, snowflake + 1, 2**63 - 1)
+    assert task.created_at == 1_700_000_000.123_456_7 and isinstance(task.created_at, float)
+    assert (task.options, task.notes, task.prompt) == (options, notes, "a 'quoted' ? prompt")
+    assert isinstance(task.id, int) and task.quota_refunded is False
+    moved = await store.transition(task.id, TaskState.SUBMITTING, video_bytes=2**40)
+    assert moved.video_bytes == 2**40 and moved.updated_at == clock.t
+    assert await store.usage(user_id=snowflake, guild_id=snowflake + 1, since=clock.t - 1) == 1
