@@ -201,6 +201,45 @@ async def schema_version(conn: asyncpg.Connection) -> int | None:
     return await _version(conn) if exists else None
 
 
+async def connect_read_only(database_url: str) -> asyncpg.Connection:
+    """One connection for an operator's look (`check`, `health`): every transaction on it is
+    read-only, so the look can never change the database."""
+    try:
+        return await asyncpg.connect(
+            database_url,
+            timeout=CONNECT_TIMEOUT_SECONDS,
+            server_settings={"default_transaction_read_only": "on"},
+        )
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        raise StoreError(f"PostgreSQL refused the connection: {error}") from None
+
+
+async def read_meta(database_url: str, key: str) -> str | None:
+    """A value of the `meta` table, read only; None when it isn't there. Raises `StoreError`
+    when the schema has no tables yet (the bot never started on it)."""
+    conn = await connect_read_only(database_url)
+    try:
+        if await schema_version(conn) is None:
+            raise StoreError("it has no tables yet (has the bot started with it?)")
+        value = await conn.fetchval("SELECT value FROM meta WHERE key = $1", key)
+    except asyncpg.PostgresError as error:
+        raise StoreError(str(error)) from None
+    finally:
+        await conn.close()
+    return None if value is None else str(value)
+
+
+async def read_schema_version(database_url: str) -> int | None:
+    """The schema version of the database, read only (None: the bot never started on it)."""
+    conn = await connect_read_only(database_url)
+    try:
+        return await schema_version(conn)
+    except asyncpg.PostgresError as error:
+        raise StoreError(str(error)) from None
+    finally:
+        await conn.close()
+
+
 async def _migrate(conn: asyncpg.Connection, migrations: Sequence[str], key: int) -> None:
     """Apply the pending migrations, each in its own transaction under the migration lock.
 
