@@ -16,12 +16,13 @@ import os
 import pytest
 from PIL import Image
 
-from tests.e2e.conftest import run_bot_process
+from tests.e2e.conftest import on_both_backends, run_bot_process
 from tests.e2e.helpers import EPHEMERAL, World, png
 from tests.fakes.cometapi import MP4_BYTES
 
 
 @pytest.mark.parametrize("count", [2, 4])
+@on_both_backends
 async def test_happy_path(world: World, count: int) -> None:
     images = [png(400 + 20 * i, 400, (40 * i, 90, 200)) for i in range(count)]
     async with world.bot():
@@ -190,6 +191,7 @@ async def test_no_thread_permission_delivers_in_the_channel(world: World) -> Non
     assert task["thread_id"] is None
 
 
+@on_both_backends
 async def test_quota_exhausted(world: World) -> None:
     async with world.bot(QUOTA_DAILY_PER_USER="1"):
         first = await world.video([png(), png()])
@@ -201,6 +203,7 @@ async def test_quota_exhausted(world: World) -> None:
     assert len(world.tasks()) == 1
 
 
+@on_both_backends
 async def test_twenty_users_at_once(world: World) -> None:
     world.api.finish_after = 0.2
     users = [world.discord.add_user(f"user{i}") for i in range(20)]
@@ -214,6 +217,7 @@ async def test_twenty_users_at_once(world: World) -> None:
     assert len(world.api.tasks) == 20
 
 
+@on_both_backends
 async def test_restart_after_sigkill_mid_task_delivers_once_and_buttons_still_work(
     world: World,
 ) -> None:
