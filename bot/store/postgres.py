@@ -41,7 +41,7 @@ from typing import Any
 
 import asyncpg
 
-from bot.store.database import ConstraintError, MigrationError, Row, StoreError
+from bot.store.database import ConstraintError, MigrationError, Row, StoreError, text_params
 
 #: URL schemes that select this backend.
 SCHEMES = ("postgresql://", "postgres://")
@@ -101,7 +101,7 @@ class _Statements:
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Run one statement and return its rows (as tuples, like SQLite's)."""
         try:
-            records = await self._conn.fetch(numbered_placeholders(sql), *params)
+            records = await self._conn.fetch(numbered_placeholders(sql), *text_params(params))
         except asyncpg.IntegrityConstraintViolationError as error:
             raise ConstraintError(str(error)) from error
         return [tuple(record) for record in records]
@@ -109,7 +109,7 @@ class _Statements:
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Run one statement."""
         try:
-            await self._conn.execute(numbered_placeholders(sql), *params)
+            await self._conn.execute(numbered_placeholders(sql), *text_params(params))
         except asyncpg.IntegrityConstraintViolationError as error:
             raise ConstraintError(str(error)) from error
 

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import aiosqlite
 
-from bot.store.database import ConstraintError, MigrationError, Row, StoreError
+from bot.store.database import ConstraintError, MigrationError, Row, StoreError, text_params
 
 
 def parse_database_url(database_url_or_path: str | Path) -> str:
@@ -53,14 +53,14 @@ class _Statements:
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Run one statement and return its rows."""
         try:
-            return list(await self._conn.execute_fetchall(sql, params))
+            return list(await self._conn.execute_fetchall(sql, text_params(params)))
         except sqlite3.IntegrityError as error:
             raise ConstraintError(str(error)) from error
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Run one statement."""
         try:
-            await self._conn.execute(sql, params)
+            await self._conn.execute(sql, text_params(params))
         except sqlite3.IntegrityError as error:
             raise ConstraintError(str(error)) from error
 

@@ -206,3 +206,14 @@ async def test_the_same_values_come_back_on_every_backend(store: TaskStore, cloc
     moved = await store.transition(task.id, TaskState.SUBMITTING, video_bytes=2**40)
     assert moved.video_bytes == 2**40 and moved.updated_at == clock.t
     assert await store.usage(user_id=snowflake, guild_id=snowflake + 1, since=clock.t - 1) == 1
+
+
+async def test_a_nul_in_text_is_kept_alike_on_every_backend(store: TaskStore) -> None:
+    """PostgreSQL can't store NUL in text; a prompt (a user's) or a provider's message holding
+    one must neither fail there nor come back different elsewhere: U+FFFD on every backend."""
+    task = await store.reserve(new_task(prompt="cat\x00dog"), UNLIMITED)
+    assert task.prompt == "cat\ufffddog"
+    moved = await store.transition(task.id, TaskState.FAILED, status_message="bad\x00news")
+    assert moved.status_message == "bad\ufffdnews"
+    await store.set_meta("k\x00", "v\x00")
+    assert await store.get_meta("k\x00") == "v\ufffd"
