@@ -16,6 +16,7 @@ import random
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -66,11 +67,8 @@ async def _race(stores: list[TaskStore], rng: random.Random, n: int = 100) -> tu
     limits = QuotaLimits(concurrent_per_user=10, daily_per_user=1_000_000)
 
     async def one(i: int) -> bool:
-        task = _new_task(rng)
         try:
-            await stores[i % len(stores)].reserve(
-                NewTask(**{**task.__dict__, "user_id": 4242}), limits
-            )
+            await stores[i % len(stores)].reserve(replace(_new_task(rng), user_id=4242), limits)
         except QuotaExceeded:
             return False
         return True

@@ -364,6 +364,18 @@ async def test_a_database_that_cant_be_opened_is_one_clear_line(world: World) ->
     assert "The database at" in process.output() and "Traceback" not in process.output()
 
 
+async def test_a_postgresql_server_that_cant_be_reached_is_one_clear_line(world: World) -> None:
+    url = "postgresql://bot:hunter2@127.0.0.1:1/kling"
+    async with run_bot_process(
+        "bot", world.env(DATABASE_URL=url), world.discord.url, fake=world.discord, ready=None
+    ) as process:
+        code = await process.wait(30)
+    output = process.output()
+    assert code == 1
+    assert "The database at postgresql://bot:***@127.0.0.1:1/kling can't be opened" in output
+    assert "hunter2" not in output and "Traceback" not in output
+
+
 async def test_a_deleted_thread_doesnt_strand_the_result(world: World) -> None:
     world.api.finish_after = 1.5
     channel = str(world.discord.channel_id)
