@@ -15,7 +15,9 @@ ENV_EXAMPLE = Path(__file__).resolve().parents[1] / ".env.example"
 def test_every_setting_is_in_env_example_with_its_default() -> None:
     lines = ENV_EXAMPLE.read_text().splitlines()
     documented = {
-        m.group(1): m.group(2) for line in lines if (m := re.match(r"^([A-Z_]+)=(.*)$", line))
+        m.group(1): m.group(2)
+        for line in lines
+        if (m := re.match(r"^([A-Z][A-Z0-9_]*)=(.*)$", line))
     }
     assert set(documented) == {name.upper() for name in Settings.model_fields}
     defaults = load_settings(discord_token="t", cometapi_key="k", _env_file=None)
@@ -30,7 +32,7 @@ def test_every_setting_is_in_env_example_with_its_default() -> None:
             same = shown.lower() == value.lower()
         assert same, f"{name}: .env.example says {value}, the default is {shown}"
     for index, line in enumerate(lines):
-        if re.match(r"^[A-Z_]+=", line):
+        if re.match(r"^[A-Z][A-Z0-9_]*=", line):
             assert lines[index - 1].startswith("# "), f"{line} needs a line of explanation above it"
 
 
