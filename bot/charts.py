@@ -21,13 +21,13 @@ from bot.pricing import CENTS_PER_CREDIT, format_number
 
 WIDTH = 800
 HEIGHT = 400
-#: Colours (RGB): Discord's own dark card and text colours, its blurple for bars, its red for
-#: the cap. Each text colour has at least 4.5:1 contrast on the card (WCAG AA).
+#: Colours (RGB): Discord's own dark card and text colours, a light blurple for bars, a red for
+#: the cap. Text has at least 4.5:1 contrast on the card, the bars at least 3:1 (WCAG AA).
 BACKGROUND = (43, 45, 49)
 TEXT = (242, 243, 245)
 MUTED = (181, 186, 193)
 GRID = (78, 80, 88)
-BAR = (88, 101, 242)
+BAR = (108, 122, 255)
 CAP = (255, 110, 114)
 TITLE_SIZE = 20
 LABEL_SIZE = 15

@@ -236,10 +236,13 @@ def explain(
     if refusal.kind.is_monthly:
         return replace(refusal, frees_at=next_month_start(now), freed=refusal.spent)
     needed = refusal.spent + refusal.price - refusal.limit
+    ordered = sorted(spends)
     freed = 0
-    for created_at, cents in sorted(spends):
+    for index, (created_at, cents) in enumerate(ordered):
         freed += cents
         if freed >= needed:
+            # spends made at the same moment leave the window together
+            freed += sum(c for t, c in ordered[index + 1 :] if t == created_at)
             return replace(refusal, frees_at=created_at + window, freed=freed)
     return refusal  # the spends given don't add up to the sum: say nothing rather than guess
 
