@@ -26,9 +26,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
-from bot.pricing import PriceTable, format_credits, option_text, to_cents
+from bot.pricing import PriceTable, format_credits, option_text, price_list_text, to_cents
 from bot.quota import DAY_SECONDS
 from bot.strings import text
 
@@ -169,7 +169,8 @@ class CreditRefusal:
 
     Amounts are cents of a credit. `frees_at` is when enough has left the window for this
     price, with `freed` the amount gone by then; None when it never will (the price is more
-    than the limit itself) or the spends given didn't say.
+    than the limit itself) or the spends given didn't say. `mode` and `duration` are the
+    request's options as asked (None = the API's default), for the message.
     """
 
     kind: CreditKind
@@ -178,6 +179,8 @@ class CreditRefusal:
     spent: int
     frees_at: float | None = None
     freed: int = 0
+    mode: str | None = None
+    duration: str | None = None
 
     @property
     def left(self) -> int:
@@ -202,19 +205,33 @@ class CreditsExceeded(Exception):
 
 
 def check_credits(
-    price: int, checks: Iterable[tuple[CreditKind, int]], spent: Mapping[CreditKind, int]
+    price: int,
+    checks: Iterable[tuple[CreditKind, int]],
+    spent: Mapping[CreditKind, int],
+    *,
+    options: Mapping[str, Any] | None = None,
 ) -> CreditRefusal | None:
     """The first limit this price would cross (spent + price > limit), or None when it fits.
 
     `checks` comes from `CreditLimits.checks`, `spent` holds what counts in each of their
     windows (a missing kind counts as nothing spent). Landing exactly on a limit fits.
+    `options` (the task's, with `mode` and `duration`) only name the video in the refusal.
     """
     if price < 0:
         raise ValueError("a price is never negative")
+    options = options or {}
     for kind, limit in checks:
         used = spent.get(kind, 0)
         if used + price > limit:
-            return CreditRefusal(kind=kind, price=price, limit=limit, spent=used)
+            mode, duration = options.get("mode"), options.get("duration")
+            return CreditRefusal(
+                kind=kind,
+                price=price,
+                limit=limit,
+                spent=used,
+                mode=str(mode) if mode else None,
+                duration=str(duration) if duration else None,
+            )
     return None
 
 
@@ -252,8 +269,6 @@ def refusal_text(
     refusal: CreditRefusal,
     table: PriceTable,
     *,
-    mode: str | None,
-    duration: str | int | None,
     when: Callable[[float, str], str],
 ) -> str:
     """The refusal a member reads, e.g. "A 10 s pro video costs 7 credits; you have 4 left
@@ -262,7 +277,7 @@ def refusal_text(
     `when(unix, style)` renders a moment for the reader (the Discord side passes its timestamp
     markup; style `t` is a time of day, `D` a date).
     """
-    option = option_text(locale, mode, duration)
+    option = option_text(locale, refusal.mode, refusal.duration)
     price = table.amount_text(refusal.price, locale)
     if refusal.never_fits:
         return text(
@@ -291,6 +306,21 @@ def refusal_text(
         left=format_credits(refusal.left, locale),
         frees=frees,
     )
+
+
+def quota_text(locale: str | None, table: PriceTable, limit: int | None, spent: int) -> str:
+    """A member's credits for /quota: "Credits today (last 24 h): 4 of 20 left", and what
+    each option costs on the next line."""
+    if limit is None:
+        first = text(locale, "quota.credits_unlimited")
+    else:
+        first = text(
+            locale,
+            "quota.credits_left",
+            left=format_credits(max(limit - spent, 0), locale),
+            limit=table.amount_text(limit, locale),
+        )
+    return first + "\n" + text(locale, "quota.prices", prices=price_list_text(table, locale))
 
 
 # --- the monthly cap in the log channel ------------------------------------------------------

@@ -16,6 +16,7 @@ import io
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 
 from bot.pricing import DEFAULT_DURATION, DEFAULT_MODE, to_credits
@@ -134,3 +135,30 @@ def top_spenders(
         totals[user_id] = totals.get(user_id, 0) + cents
     ranked = sorted(totals.items(), key=lambda item: (-item[1], item[0]))
     return [item for item in ranked if item[1] > 0][:limit]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderDrift:
+    """Our prices beside what the provider said it deducted, over the tasks where it said."""
+
+    tasks: int  # tasks with a provider deduction
+    deducted: Decimal  # the provider's own units, summed exactly
+    ours: int  # our price for those same tasks, cents of a credit
+
+
+def provider_drift(rows: Iterable[UsageRow]) -> ProviderDrift:
+    """Sum the provider's deductions and our prices over the rows where both are known."""
+    tasks, deducted, ours = 0, Decimal(0), 0
+    for row in rows:
+        if row.provider_deduction is None or row.price is None:
+            continue
+        try:
+            amount = Decimal(row.provider_deduction)
+        except InvalidOperation:
+            continue
+        if not amount.is_finite():
+            continue
+        tasks += 1
+        deducted += amount
+        ours += row.price
+    return ProviderDrift(tasks=tasks, deducted=deducted, ours=ours)

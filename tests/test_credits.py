@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -23,6 +24,7 @@ from bot.credits import (
     monthly_alert_text,
     monthly_alerts_due,
     next_month_start,
+    quota_text,
     refusal_text,
     resolve_credit_limits,
     spent_percent,
@@ -152,15 +154,20 @@ def test_the_issues_example_reads_as_the_issue_says() -> None:
     now = utc(2026, 11, 5, 12, 0)
     oldest = utc(2026, 11, 4, 18, 40)
     spends = [(utc(2026, 11, 5, 9, 0), 600), (oldest, 300), (utc(2026, 11, 5, 1, 0), 700)]
-    refusal = check_credits(700, [(CreditKind.DAILY_USER, 2000)], {CreditKind.DAILY_USER: 1600})
-    assert refusal is not None
+    refusal = check_credits(
+        700,
+        [(CreditKind.DAILY_USER, 2000)],
+        {CreditKind.DAILY_USER: 1600},
+        options={"mode": "pro", "duration": "10", "prompt": "a cat"},
+    )
+    assert refusal is not None and (refusal.mode, refusal.duration) == ("pro", "10")
     refusal = explain(refusal, spends, now=now)
     assert refusal.frees_at == oldest + DAY and refusal.freed == 300
-    message = refusal_text("en-US", refusal, TABLE, mode="pro", duration="10", when=clock)
+    message = refusal_text("en-US", refusal, TABLE, when=clock)
     assert message == (
         "A 10 s pro video costs 7 credits; you have 4 left today, 3 more free up at 18:40."
     )
-    dutch = refusal_text("nl", refusal, TABLE, mode="pro", duration="10", when=clock)
+    dutch = refusal_text("nl", refusal, TABLE, when=clock)
     assert dutch == (
         "Een 10 s pro-video kost 7 credits; je hebt vandaag nog 4 over, en 3 extra vanaf 18:40."
     )
@@ -176,31 +183,36 @@ def test_several_spends_may_have_to_leave_before_it_fits() -> None:
 
 
 def test_spends_that_dont_add_up_say_nothing_rather_than_guess() -> None:
-    refusal = CreditRefusal(CreditKind.DAILY_USER, price=700, limit=1000, spent=900)
+    refusal = CreditRefusal(CreditKind.DAILY_USER, price=700, limit=1000, spent=900, mode="pro")
+    refusal = replace(refusal, duration="10")
     explained = explain(refusal, [(0.0, 100)], now=1000.0)
     assert explained.frees_at is None
-    message = refusal_text("en", explained, TABLE, mode="pro", duration="10", when=clock)
+    message = refusal_text("en", explained, TABLE, when=clock)
     assert message == "A 10 s pro video costs 7 credits; you have 1 left today."
 
 
 def test_a_price_above_the_limit_itself_never_fits_and_says_so() -> None:
-    refusal = check_credits(700, [(CreditKind.DAILY_USER, 500)], {})
+    refusal = check_credits(
+        700, [(CreditKind.DAILY_USER, 500)], {}, options={"mode": "pro", "duration": 10}
+    )
     assert refusal is not None and refusal.never_fits
     assert explain(refusal, [], now=0.0).frees_at is None
-    message = refusal_text("en", refusal, TABLE, mode="pro", duration="10", when=clock)
+    message = refusal_text("en", refusal, TABLE, when=clock)
     assert message == (
         "A 10 s pro video costs 7 credits, more than your daily limit of 5 credits. "
         "/quota shows what each option costs."
     )
-    assert "/quotum" in refusal_text("nl", refusal, TABLE, mode="pro", duration="10", when=clock)
+    assert "/quotum" in refusal_text("nl", refusal, TABLE, when=clock)
 
 
 def test_the_monthly_cap_frees_when_the_next_month_starts() -> None:
     now = utc(2026, 12, 31, 23, 59, 59)
-    refusal = CreditRefusal(CreditKind.MONTHLY_GLOBAL, price=350, limit=100_000, spent=99_900)
+    refusal = CreditRefusal(
+        CreditKind.MONTHLY_GLOBAL, price=350, limit=100_000, spent=99_900, mode="pro"
+    )
     explained = explain(refusal, [(now - 5, 99_900)], now=now)
     assert explained.frees_at == utc(2027, 1, 1) and explained.freed == 99_900
-    message = refusal_text("en", explained, TABLE, mode="pro", duration=None, when=clock)
+    message = refusal_text("en", explained, TABLE, when=clock)
     assert message == (
         "A 5 s pro video costs 3.5 credits; the bot has 1 left this month; "
         "its monthly budget starts again on 2027-01-01."
@@ -303,3 +315,16 @@ def test_every_credit_string_exists_in_both_languages_with_the_same_placeholders
     for kind in CreditKind:
         assert f"credits.refused.{kind.value}" in EN
         assert f"credits.too_dear.{kind.value}" in EN
+
+
+def test_quota_shows_credits_left_and_what_each_option_costs() -> None:
+    table = PriceTable.default()
+    assert quota_text("en", table, 2000, 1600) == (
+        "Credits today (last 24 h): 4 of 20 credits left\n"
+        "What a video costs: 5 s std: 1 credit · 10 s std: 2 credits · 5 s pro: 3.5 credits"
+        " · 10 s pro: 7 credits"
+    )
+    assert quota_text("nl", table, 2000, 2100).startswith(
+        "Credits vandaag (laatste 24 u): nog 0 van 20 credits\nWat een video kost: "
+    )
+    assert quota_text("en", table, None, 5000).startswith("Credits: no daily limit\n")

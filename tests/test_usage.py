@@ -6,6 +6,7 @@ import csv
 import io
 import time
 from datetime import UTC, date, datetime
+from decimal import Decimal
 
 import pytest
 from hypothesis import given
@@ -14,10 +15,12 @@ from hypothesis import strategies as st
 from bot.usage import (
     CSV_COLUMNS,
     Counted,
+    ProviderDrift,
     UsageRow,
     daily_totals,
     iso_utc,
     neutralise,
+    provider_drift,
     top_spenders,
     usage_csv,
 )
@@ -160,3 +163,16 @@ def test_top_members_spent_most_and_ties_go_by_id() -> None:
     assert top_spenders(spends) == [(3, 700), (5, 700), (9, 700), (8, 50)]
     assert top_spenders(spends, limit=2) == [(3, 700), (5, 700)]
     assert top_spenders({1: 10, 2: 20}) == [(2, 20), (1, 10)]
+
+
+def test_the_providers_charges_are_summed_beside_ours_where_both_are_known() -> None:
+    rows = [
+        row(price=700, provider_deduction="5"),
+        row(price=350, provider_deduction="2.5"),
+        row(price=100, provider_deduction=None),  # not said
+        row(price=None, provider_deduction="1"),  # ours unknown (before prices)
+        row(price=200, provider_deduction="junk"),  # never stored, but never trusted either
+    ]
+    drift = provider_drift(rows)
+    assert drift == ProviderDrift(tasks=2, deducted=Decimal("7.5"), ours=1050)
+    assert provider_drift([]) == ProviderDrift(0, Decimal(0), 0)
