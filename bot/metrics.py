@@ -289,7 +289,8 @@ class MetricsServer:
         health_timeout: float = HEALTH_CHECK_TIMEOUT_SECONDS,
     ) -> None:
         """`before_scrape` refreshes the gauges (tasks by state, queue length) from the store
-        just before each scrape; if it fails, the last values are served and the error logged.
+        just before each scrape; if it fails or takes over `health_timeout`, the last values
+        are served and the problem logged.
         """
         self.metrics = metrics
         self.health = health
@@ -325,7 +326,10 @@ class MetricsServer:
         """Every metric in Prometheus' text format, after refreshing the gauges."""
         if self.before_scrape is not None:
             try:
-                await self.before_scrape()
+                async with asyncio.timeout(self.health_timeout):
+                    await self.before_scrape()
+            except TimeoutError:
+                log.warning("Refreshing the metrics took too long; serving the last values")
             except Exception:
                 log.exception("Refreshing the metrics failed; serving the last values")
         body = self.metrics.exposition()

@@ -179,6 +179,19 @@ async def test_a_failing_refresh_still_serves_the_last_values(serve: ServerFacto
     assert value(s, "kling_bot_queue_length", process="bot") == 4
 
 
+async def test_a_hanging_refresh_still_serves_the_last_values(serve: ServerFactory) -> None:
+    metrics = Metrics("bot", system=False)
+    metrics.set_queue_length(6)
+    never = asyncio.Event()
+
+    async def hangs() -> None:
+        await never.wait()
+
+    _, base = await serve(metrics, before_scrape=hangs, health_timeout=0.05)
+    s = await scrape(base)
+    assert value(s, "kling_bot_queue_length", process="bot") == 6
+
+
 async def test_label_values_stay_few_and_well_formed(serve: ServerFactory) -> None:
     metrics = Metrics("bot", system=False)
     _, base = await serve(metrics)
