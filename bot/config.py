@@ -11,6 +11,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.pricing import PriceTable
+
 
 class ImageTransport(StrEnum):
     """How input images are handed to the API."""
@@ -206,6 +208,16 @@ class Settings(BaseSettings):
                     "all four PRICE_ lines"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _price_table_complete(self) -> Settings:
+        """Every option the API takes has a price more than 0 (checked once, at start)."""
+        self.price_table()
+        return self
+
+    def price_table(self) -> PriceTable:
+        """The prices as configured (PRICE_*, CREDIT_PRICE, CREDIT_CURRENCY)."""
+        return PriceTable.from_settings(self)
 
     @model_validator(mode="after")
     def _credit_limits_fit_a_video(self) -> Settings:

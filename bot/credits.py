@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from bot.pricing import PriceTable, format_credits, option_text, price_list_text, to_cents
 from bot.quota import DAY_SECONDS
 from bot.strings import text
+from bot.tasks import GuildSettings
 
 #: The share of the monthly cap at which the log channel is told (percent).
 MONTHLY_ALERT_PERCENTS: tuple[int, ...] = (80, 100)
@@ -100,34 +101,59 @@ class CreditLimits:
 
 
 def _limit(value: Decimal | int | None) -> int | None:
-    """A limit in credits as cents, 0 (and None) as no limit."""
+    """A limit in credits (a setting) as cents, 0 (and None) as no limit."""
     if value is None:
         return None
     return to_cents(value) or None
 
 
+def _most_generous(values: Iterable[int | None]) -> int | None:
+    """The most generous of the limits that are set (0, no limit, beats any number)."""
+    set_values = [v for v in values if v is not None]
+    if not set_values:
+        return None
+    return 0 if 0 in set_values else max(set_values)
+
+
 def resolve_credit_limits(
     defaults: CreditDefaults,
+    guild_settings: GuildSettings | None = None,
+    role_ids: Iterable[int] = (),
+    user_id: int | None = None,
     *,
-    guild_daily_per_user: Decimal | int | None = None,
-    guild_daily_per_guild: Decimal | int | None = None,
     exempt: bool = False,
 ) -> CreditLimits:
-    """The credit limits for one request: the settings, then a server's own (None = keep).
+    """The credit limits for one member, most general first, each step replacing the last.
 
+    1. The settings (CREDITS_*), in credits.
+    2. The server's own per-member and per-server limits, where it set them (cents).
+    3. The most generous of the member's roles that sets a per-member credit limit.
+    4. The member's own override, where it sets one.
     `exempt` is the member's exemption as `bot.quota.resolve_limits` worked it out (an exempt
     role or member skips the per-member and per-server limits). The bot-wide limits come only
     from the settings; a server can't change them. 0 means no limit at every step.
     """
-    per_user = (
-        defaults.credits_daily_per_user if guild_daily_per_user is None else guild_daily_per_user
-    )
-    per_guild = (
-        defaults.credits_daily_per_guild if guild_daily_per_guild is None else guild_daily_per_guild
-    )
+    per_user = _limit(defaults.credits_daily_per_user)
+    per_guild = _limit(defaults.credits_daily_per_guild)
+    if guild_settings is not None:
+        if guild_settings.credits_daily_per_user is not None:
+            per_user = guild_settings.credits_daily_per_user
+        if guild_settings.credits_daily_per_guild is not None:
+            per_guild = guild_settings.credits_daily_per_guild
+        roles = [
+            guild_settings.role_overrides[r]
+            for r in set(role_ids)
+            if r in guild_settings.role_overrides
+        ]
+        role_credits = _most_generous(o.credits_daily for o in roles)
+        if role_credits is not None:
+            per_user = role_credits
+        user = None if user_id is None else guild_settings.user_overrides.get(user_id)
+        if user is not None and user.credits_daily is not None:
+            per_user = user.credits_daily
     return CreditLimits(
-        daily_per_user=_limit(per_user),
-        daily_per_guild=_limit(per_guild),
+        daily_per_user=per_user or None,
+        daily_per_guild=per_guild or None,
         daily_global=_limit(defaults.credits_daily_global),
         monthly_global=_limit(defaults.credits_monthly_global),
         exempt=exempt,
@@ -326,6 +352,36 @@ def quota_text(locale: str | None, table: PriceTable, limit: int | None, spent: 
 # --- the monthly cap in the log channel ------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class CreditAlert:
+    """One alert of the monthly cap for one place, as claimed in the store before it is posted.
+
+    `channel_id` 0 is the process log (no Discord channel); `message_id` is None while the post
+    may or may not be out (claimed, then a crash), the message's id once it is, 0 when it was
+    given up (the channel refused it) or left out (a higher threshold was announced instead).
+    """
+
+    month: str  # YYYY-MM, UTC
+    percent: int
+    channel_id: int
+    guild_id: int | None
+    spent: int  # cents of a credit, the month's spend when it was claimed
+    cap: int
+    started_at: float
+    message_id: int | None = None
+
+    @property
+    def marker(self) -> str:
+        """How the post begins, in every language: found again by it after a crash."""
+        return alert_marker(self.percent, self.month)
+
+
+def alert_marker(percent: int, month: str) -> str:
+    """The start of an alert's post: its sign and its month (`⚠️ 2026-11 ·`)."""
+    icon = "🛑" if percent >= 100 else "⚠️"
+    return f"{icon} {month} ·"
+
+
 def monthly_alerts_due(
     spent: int, cap: int | None, cheapest: int, already: Collection[int] = ()
 ) -> tuple[int, ...]:
@@ -368,19 +424,21 @@ def monthly_alert_text(
     table: PriceTable,
     when: Callable[[float, str], str],
 ) -> str:
-    """The log-channel line for one threshold of the monthly cap."""
+    """The log-channel line for one threshold of the monthly cap, its marker first."""
     if percent >= 100:
-        return text(
+        body = text(
             locale,
             "log.credits_month_100",
             cap=table.amount_text(cap, locale),
             spent=table.amount_text(spent, locale),
             when=when(next_month_start(now), "D"),
         )
-    return text(
-        locale,
-        "log.credits_month_80",
-        cap=table.amount_text(cap, locale),
-        spent=table.amount_text(spent, locale),
-        percent=spent_percent(spent, cap),
-    )
+    else:
+        body = text(
+            locale,
+            "log.credits_month_80",
+            cap=table.amount_text(cap, locale),
+            spent=table.amount_text(spent, locale),
+            percent=spent_percent(spent, cap),
+        )
+    return f"{alert_marker(percent, month_key(now))} {body}"

@@ -13,14 +13,14 @@ out is priced as the API's default for it (std, 5 s).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, Protocol, get_args
+from typing import Protocol, get_args
 
 from bot.kling.models import Duration, Mode
 from bot.strings import DUTCH, language, text
+from bot.tasks import TaskOptions
 
 #: Cents of a credit in one credit: every amount in the code and the store is a whole number
 #: of them.
@@ -41,8 +41,6 @@ DEFAULT_PRICES: Mapping[tuple[str, str], Decimal] = {
     ("pro", "5"): Decimal("3.5"),
     ("pro", "10"): Decimal("7"),
 }
-#: The most a provider deduction may say before it is taken as garbage rather than a charge.
-_MAX_DEDUCTION = Decimal(10) ** 12
 
 
 class UnknownOption(ValueError):
@@ -211,9 +209,9 @@ class PriceTable:
         except KeyError:
             raise UnknownOption(f"no price for mode {key[0]!r}, duration {key[1]!r}") from None
 
-    def price_of_options(self, options: Mapping[str, Any]) -> int:
-        """The price of a task from its stored options (`mode`, `duration`; empty = default)."""
-        return self.price(options.get("mode") or None, options.get("duration") or None)
+    def price_of_options(self, options: TaskOptions) -> int:
+        """The price of a task's options (a mode or duration left out is the API's default)."""
+        return self.price(options.mode or None, options.duration or None)
 
     @property
     def cheapest(self) -> int:
@@ -267,29 +265,3 @@ def price_list_text(table: PriceTable, locale: str | None) -> str:
         )
         for mode, duration, cents in table.items()
     )
-
-
-def provider_deduction(value: object) -> str | None:
-    """What the provider says it deducted (`final_unit_deduction`), as a plain decimal string.
-
-    The field is undocumented in shape (a string in the schemas we read); whatever arrives is
-    kept only when it is one finite, non-negative number (`"5"`, `5`, `" 0.50 "` → `"0.5"`).
-    Anything else (missing, empty, text, a list, NaN) is None: it is shown, never relied on.
-    """
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, int | float):
-        raw = str(value)
-    elif isinstance(value, str) and len(value) <= 64:
-        raw = value.strip()
-    else:
-        return None
-    try:
-        amount = Decimal(raw)
-    except InvalidOperation:
-        return None
-    if not amount.is_finite() or amount < 0 or amount > _MAX_DEDUCTION:
-        return None
-    return _plain(amount)

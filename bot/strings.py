@@ -171,10 +171,14 @@ EN: dict[str, str] = {
     "admin.spend_month": "The whole bot this month (UTC): {spent} of its cap of {cap}",
     "admin.spend_month_uncapped": "The whole bot this month (UTC): {spent} (no monthly cap)",
     "admin.spend_csv": "Usage of the last {days} days, one row per video (CSV).",
+    "admin.spend_per_day": "Per day (UTC):",
+    "admin.spend_day": "`{day}` {spent}",
+    "admin.spend_csv_too_big": "The usage of the last {days} days is too large to attach here, even compressed.",
+    "admin.credits_bad": "{value} has more than two decimals: a credit limit is exact to a hundredth of a credit.",
     "chart.title": "Credits spent per day (UTC)",
     "chart.cap": "cap {limit}",
-    "log.credits_month_80": "⚠️ The bot has spent {spent} of its monthly cap of {cap} ({percent} %) this month.",
-    "log.credits_month_100": "🛑 The bot has reached its monthly cap of {cap} ({spent} spent): new videos are refused until {when}.",
+    "log.credits_month_80": "The bot has spent {spent} of its monthly cap of {cap} ({percent} %) this month.",
+    "log.credits_month_100": "The bot has reached its monthly cap of {cap} ({spent} spent): new videos are refused until {when}.",
     "admin.default": "default",
 }
 
@@ -325,10 +329,14 @@ NL: dict[str, str] = {
     "admin.spend_month": "De hele bot deze maand (UTC): {spent} van zijn limiet van {cap}",
     "admin.spend_month_uncapped": "De hele bot deze maand (UTC): {spent} (geen maandlimiet)",
     "admin.spend_csv": "Gebruik van de laatste {days} dagen, één regel per video (CSV).",
+    "admin.spend_per_day": "Per dag (UTC):",
+    "admin.spend_day": "`{day}` {spent}",
+    "admin.spend_csv_too_big": "Het gebruik van de laatste {days} dagen is te groot om hier bij te voegen, ook gecomprimeerd.",
+    "admin.credits_bad": "{value} heeft meer dan twee decimalen: een creditlimiet is precies tot op een honderdste credit.",
     "chart.title": "Credits per dag (UTC)",
     "chart.cap": "limiet {limit}",
-    "log.credits_month_80": "⚠️ De bot heeft deze maand {spent} van zijn maandlimiet van {cap} uitgegeven ({percent} %).",
-    "log.credits_month_100": "🛑 De bot heeft zijn maandlimiet van {cap} bereikt ({spent} uitgegeven): nieuwe video's worden geweigerd tot {when}.",
+    "log.credits_month_80": "De bot heeft deze maand {spent} van zijn maandlimiet van {cap} uitgegeven ({percent} %).",
+    "log.credits_month_100": "De bot heeft zijn maandlimiet van {cap} bereikt ({spent} uitgegeven): nieuwe video's worden geweigerd tot {when}.",
     "admin.default": "standaard",
 }
 
@@ -445,7 +453,15 @@ COMMAND_TEXT: dict[str, dict[str, str]] = {
         "active": "actief",
         "List running and queued videos": "Toon lopende en wachtende video's",
         "usage": "gebruik",
-        "Usage of the last day and week": "Gebruik van de laatste dag en week",
+        "Usage and spend: last day, week and 30 days, with a chart": "Gebruik en uitgaven: laatste dag, week en 30 dagen, met een grafiek",
+        "csv": "csv",
+        "Also attach every video of the last 30 days as a CSV file": "Voeg ook elke video van de laatste 30 dagen toe als CSV-bestand",
+        "credits_per_user": "credits_per_gebruiker",
+        "Credits one user may spend per 24 hours (0 = no limit)": "Credits die één gebruiker per 24 uur mag uitgeven (0 = geen limiet)",
+        "credits_per_guild": "credits_per_server",
+        "Credits the whole server may spend per 24 hours (0 = no limit)": "Credits die de hele server per 24 uur mag uitgeven (0 = geen limiet)",
+        "credits": "credits",
+        "Credits per 24 hours (0 = no limit)": "Credits per 24 uur (0 = geen limiet)",
     }
 }
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -123,18 +123,6 @@ def daily_totals(
         if day in totals:
             totals[day] += cents
     return list(totals.items())
-
-
-def top_spenders(
-    spends: Mapping[int, int] | Iterable[tuple[int, int]], limit: int = 5
-) -> list[tuple[int, int]]:
-    """The members who spent most, as (user id, cents), most first; ties by lower id."""
-    totals: dict[int, int] = {}
-    items = spends.items() if isinstance(spends, Mapping) else spends
-    for user_id, cents in items:
-        totals[user_id] = totals.get(user_id, 0) + cents
-    ranked = sorted(totals.items(), key=lambda item: (-item[1], item[0]))
-    return [item for item in ranked if item[1] > 0][:limit]
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import string
 from dataclasses import replace
 from datetime import UTC, datetime
-from decimal import Decimal
 
 import pytest
 from hypothesis import given
@@ -13,6 +12,7 @@ from hypothesis import strategies as st
 
 from bot.config import load_settings
 from bot.credits import (
+    CreditAlert,
     CreditKind,
     CreditLimits,
     CreditRefusal,
@@ -33,6 +33,7 @@ from bot.credits import (
 from bot.pricing import PriceTable
 from bot.quota import DAY_SECONDS
 from bot.strings import EN, NL
+from bot.tasks import GuildSettings, QuotaOverride
 
 DAY = DAY_SECONDS
 TABLE = PriceTable.default()
@@ -80,13 +81,34 @@ def test_limits_come_from_the_settings_and_a_server_may_change_its_own() -> None
         CreditKind.DAILY_GLOBAL,
         CreditKind.MONTHLY_GLOBAL,
     ]
-    server = resolve_credit_limits(
-        defaults,  # type: ignore[arg-type]
-        guild_daily_per_user=Decimal("7.5"),
-        guild_daily_per_guild=0,  # 0 = no limit, here too
-    )
-    assert server.daily_per_user == 750 and server.daily_per_guild is None
+    own = GuildSettings(1, credits_daily_per_user=750, credits_daily_per_guild=0)  # cents
+    server = resolve_credit_limits(defaults, own)  # type: ignore[arg-type]
+    assert server.daily_per_user == 750 and server.daily_per_guild is None  # 0 = no limit
     assert server.daily_global == 50_050 and server.monthly_global == 500_000
+
+
+def test_roles_and_a_members_own_override_set_the_per_member_credits() -> None:
+    defaults = settings(credits_daily_per_user="20")
+    guild = GuildSettings(
+        1,
+        credits_daily_per_user=1000,
+        role_overrides={
+            7: QuotaOverride(credits_daily=1500),
+            8: QuotaOverride(credits_daily=3000),
+            9: QuotaOverride(daily=5),  # sets no credits: keeps the server's
+        },
+        user_overrides={42: QuotaOverride(credits_daily=200), 43: QuotaOverride(daily=1)},
+    )
+    resolve = resolve_credit_limits
+    assert resolve(defaults, guild, [9], 1).daily_per_user == 1000  # type: ignore[arg-type]
+    assert resolve(defaults, guild, [7, 8, 9], 1).daily_per_user == 3000  # type: ignore[arg-type]
+    assert resolve(defaults, guild, [8], 42).daily_per_user == 200  # type: ignore[arg-type]
+    assert resolve(defaults, guild, [8], 43).daily_per_user == 3000  # type: ignore[arg-type]
+    guild_with_free_role = GuildSettings(1, role_overrides={7: QuotaOverride(credits_daily=0)})
+    free = resolve(defaults, guild_with_free_role, [7], 1)  # type: ignore[arg-type]
+    assert free.daily_per_user is None  # 0 (no limit) is the most generous
+    exempt = resolve(defaults, guild, [], 1, exempt=True)  # type: ignore[arg-type]
+    assert exempt.checks(in_guild=True) == []
 
 
 def test_an_exempt_member_still_meets_the_bot_wide_limits() -> None:
@@ -291,10 +313,14 @@ def test_the_alert_lines_name_the_spend_and_the_cap() -> None:
     now = utc(2026, 11, 20)
     eighty = monthly_alert_text("en", 80, spent=8_050, cap=10_000, now=now, table=TABLE, when=clock)
     assert eighty == (
-        "⚠️ The bot has spent 80.5 credits of its monthly cap of 100 credits (80 %) this month."
+        "⚠️ 2026-11 · The bot has spent 80.5 credits of its monthly cap of 100 credits (80 %) "
+        "this month."
     )
     full = monthly_alert_text("nl", 100, spent=9_950, cap=10_000, now=now, table=TABLE, when=clock)
     assert "99,5 credits" in full and "2026-12-01" in full
+    # the marker a restart finds the post by is the same in every language
+    alert = CreditAlert("2026-11", 100, 5, 1, spent=9_950, cap=10_000, started_at=now)
+    assert full.startswith(alert.marker + " ") and full.startswith("🛑 2026-11 · ")
     assert spent_percent(9_999, 10_000) == 99 and spent_percent(1, 0) == 0
 
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.config import Settings, load_settings
-from bot.kling.models import MultiImageRequest
+from bot.kling.models import KlingTask, MultiImageRequest, provider_deduction
 from bot.pricing import (
     DEFAULT_PRICES,
     DURATIONS,
@@ -21,10 +21,10 @@ from bot.pricing import (
     option_text,
     price_list_text,
     price_setting_name,
-    provider_deduction,
     to_cents,
     to_credits,
 )
+from bot.tasks import TaskOptions
 
 
 def settings(**values: object) -> Settings:
@@ -60,9 +60,9 @@ def test_a_left_out_option_is_priced_as_the_api_default() -> None:
     assert table.price() == table.price("std", "5") == 100
     assert table.price("pro") == 300
     assert table.price(None, 10) == table.price(duration="10") == 200
-    assert table.price_of_options({}) == 100
-    assert table.price_of_options({"mode": "pro", "duration": "10", "prompt": "x"}) == 600
-    assert table.price_of_options({"mode": None, "duration": ""}) == 100
+    assert table.price_of_options(TaskOptions()) == 100
+    assert table.price_of_options(TaskOptions(mode="pro", duration="10")) == 600
+    assert table.price_of_options(TaskOptions(mode="", duration="")) == 100
     with pytest.raises(UnknownOption):
         table.price("master", "5")
     with pytest.raises(UnknownOption):
@@ -173,3 +173,5 @@ def test_the_providers_deduction_is_kept_only_as_a_plain_number(
     raw: object, kept: str | None
 ) -> None:
     assert provider_deduction(raw) == kept
+    answer = {"task_id": "1", "final_unit_deduction": raw}
+    assert KlingTask.model_validate(answer).final_unit_deduction == kept

@@ -21,7 +21,6 @@ from bot.usage import (
     iso_utc,
     neutralise,
     provider_drift,
-    top_spenders,
     usage_csv,
 )
 
@@ -156,13 +155,6 @@ def test_spend_is_summed_per_utc_day_with_every_day_present() -> None:
     assert daily_totals([], last_day=date(2026, 11, 7), days=1) == [(date(2026, 11, 7), 0)]
     with pytest.raises(ValueError):
         daily_totals([], last_day=date(2026, 11, 7), days=0)
-
-
-def test_top_members_spent_most_and_ties_go_by_id() -> None:
-    spends = [(5, 100), (3, 700), (5, 600), (9, 700), (4, 0), (8, 50)]
-    assert top_spenders(spends) == [(3, 700), (5, 700), (9, 700), (8, 50)]
-    assert top_spenders(spends, limit=2) == [(3, 700), (5, 700)]
-    assert top_spenders({1: 10, 2: 20}) == [(2, 20), (1, 10)]
 
 
 def test_the_providers_charges_are_summed_beside_ours_where_both_are_known() -> None:
