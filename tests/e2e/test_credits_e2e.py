@@ -14,7 +14,7 @@ from typing import Any
 from PIL import Image
 
 from tests.e2e.helpers import World, png
-from tests.e2e.test_commands_e2e import ADMIN_MEMBER, admin, private, quota_text
+from tests.e2e.test_commands_e2e import ADMIN_MEMBER, admin, quota_text
 from tests.fakes.discord import FakeInteraction
 
 CB_DEFERRED = 5
