@@ -138,9 +138,9 @@ MIGRATIONS: tuple[str, ...] = (
     # v6: credits. `price_cents`: what the task costs in cents of a credit, written once with
     # the insert (a price change never changes what a task reserved; NULL only for rows from
     # before, priced once at start-up by `TaskStore.price_unpriced`); `provider_deduction`: what
-    # the provider said it deducted. The counted indexes carry the price, so every sum the
-    # reservation takes runs on an index alone, and one more holds what was spent (not
-    # refunded). Credit limits per server and per role or member, in cents of a credit. And the
+    # the provider said it deducted. The counted indexes carry the price, and one more holds
+    # what was spent (not refunded) with every column its sums read, so the bot-wide sums
+    # (a whole month of tasks) run on that index alone. Credit limits per server and per role or member, in cents of a credit. And the
     # monthly cap's alerts: claimed (started_at) before each post and completed (message_id)
     # after it, per month, threshold and log channel (channel 0: the process log).
     f"""
@@ -152,7 +152,8 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE {COUNTED};
     CREATE INDEX idx_tasks_counted_guild ON tasks (guild_id, created_at, price_cents)
         WHERE {COUNTED};
-    CREATE INDEX idx_tasks_spent ON tasks (created_at, price_cents) WHERE {SPENT};
+    CREATE INDEX idx_tasks_spent ON tasks (created_at, price_cents, quota_refunded)
+        WHERE {SPENT};
     CREATE INDEX idx_tasks_unpriced ON tasks (id) WHERE price_cents IS NULL;
     ALTER TABLE guild_settings ADD COLUMN credits_daily_per_user INTEGER
         CHECK (credits_daily_per_user >= 0);
