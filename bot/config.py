@@ -134,9 +134,6 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.TEXT
 
-    # --- metrics (optional) ---
-    metrics_port: int | None = Field(default=None, ge=1, le=65535)
-
     @field_validator("discord_guild_ids", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:

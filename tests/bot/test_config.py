@@ -129,7 +129,6 @@ def test_one_missing_setting_reads_naturally() -> None:
             "US dollar",
             "must be a short currency name without spaces, such as USD or €",
         ),
-        ("METRICS_PORT", "0", "must be at least 1"),
     ],
 )
 def test_malformed_settings_are_said_in_plain_words(
@@ -182,7 +181,6 @@ def test_the_price_table_and_credit_limits_default_to_the_documented_values(
         settings.credits_monthly_global,
     )
     assert limits == (0, 0, 0, 0)  # no credit limit: nothing changes until the operator says so
-    assert settings.metrics_port is None
 
 
 def test_prices_and_limits_are_read_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
