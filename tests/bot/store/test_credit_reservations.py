@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from bot.credits import CreditKind, CreditLimits, CreditsExceeded
+from bot.credits import CreditKind, CreditLimits, CreditsExceeded, quota_text, refusal_text
 from bot.pricing import PriceTable
 from bot.quota import QuotaExceeded, QuotaLimits
 from bot.store import TaskStore
@@ -278,3 +279,34 @@ async def test_rows_from_before_prices_are_priced_once_at_start(store: TaskStore
 async def test_a_negative_price_is_refused(store: TaskStore) -> None:
     with pytest.raises(ValueError):
         await store.reserve(new_task(price_cents=-1), UNLIMITED)
+
+
+async def test_the_readme_example_is_what_the_bot_says(store: TaskStore, clock: Clock) -> None:
+    """The README's credits example, played on the store: the same refusal and /quota line."""
+    euro = PriceTable.from_credits(
+        {("std", "5"): 1, ("std", "10"): 2, ("pro", "5"): "3.5", ("pro", "10"): 7},
+        credit_price=Decimal("0.14"),
+        currency="EUR",
+    )
+    limits = CreditLimits(daily_per_user=2000)
+    clock.t = utc(2026, 11, 5, 9, 12)
+    await store.reserve(priced(mode="pro", duration="10"), UNLIMITED, credits=limits)
+    clock.t = utc(2026, 11, 5, 10, 30)
+    await store.reserve(priced(mode="pro", duration="10"), UNLIMITED, credits=limits)
+    clock.t = utc(2026, 11, 5, 12, 0)
+    await store.reserve(priced(mode="pro", duration="5"), UNLIMITED, credits=limits)
+    clock.t = utc(2026, 11, 5, 14, 0)
+    with pytest.raises(CreditsExceeded) as info:
+        await store.reserve(priced(mode="pro", duration="10"), UNLIMITED, credits=limits)
+
+    def hour(unix: float, style: str) -> str:
+        return datetime.fromtimestamp(unix, UTC).strftime("%H:%M")
+
+    refusal = refusal_text("en", info.value.refusal, euro, when=hour)
+    spent = await store.credits_spent(CreditKind.DAILY_USER, user_id=1)
+    quota = quota_text("en", euro, limits.daily_per_user, spent).splitlines()[0]
+    readme = " ".join((Path(__file__).parents[3] / "README.md").read_text().split())
+    assert f"> {refusal}" in readme
+    assert quota == "Credits today (last 24 h): 2.5 of 20 credits (≈ 2.80 EUR) left"
+    assert "*Credits today (last 24 h): 2.5 of 20 credits (≈ 2.80 EUR) left*" in readme
+    await store.reserve(priced(), UNLIMITED, credits=limits)  # "a 5 s std video still fits"
