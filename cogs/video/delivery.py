@@ -319,7 +319,11 @@ class DiscordNotifier:
         else:
             body = text(task.locale, "deliver.failed", mention=mention, reason=failure_reason(task))
         refund = "deliver.refunded" if task.quota_refunded else "deliver.not_refunded"
-        body = f"{body}\n{text(task.locale, refund)}"
+        if task.price_cents:  # what it reserved, in credits
+            price = self.bot.settings.price_table().amount_text(task.price_cents, task.locale)
+            body = f"{body}\n{text(task.locale, refund + '_credits', price=price)}"
+        else:
+            body = f"{body}\n{text(task.locale, refund)}"
         return await self._send(task, clip(body, MESSAGE_MAX), view=notice_view(task))
 
     async def _log_line(self, task: Task, link: str | None) -> None:

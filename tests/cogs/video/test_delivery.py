@@ -79,7 +79,8 @@ async def test_a_failure_is_told_in_the_channel_when_the_thread_is_gone(
     await DiscordNotifier(bot).failed(task)
     assert marked(fake, task.thread_id, task.id) == []
     [notice] = marked(fake, task.channel_id, task.id)
-    assert "risk control" in notice["content"] and "quota" in notice["content"]
+    assert "risk control" in notice["content"]
+    assert "It doesn't count against your quota: you get its 1 credit back." in notice["content"]
     status = fake.message(str(task.status_message_id))["embeds"][0]
     assert "risk control" in json.dumps(status)
     # Told again (the engine asks until `notified_at` is written): nothing new is posted.
