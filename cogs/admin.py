@@ -44,11 +44,7 @@ def _cents(value: float | None) -> int | None:
         raise CreditsOption(str(value)) from None
 
 
-class Credits(int):
-    """A limit in cents of a credit, shown in credits."""
-
-
-def _limits_text(locale: str, **limits: int | bool | None) -> str:
+def _limits_text(locale: str, **limits: int | str | bool | None) -> str:
     """`name=value, ...` as the admin set them: empty = the default, 0 = no limit."""
     default = text(locale, "admin.default")
     unlimited = text(locale, "quota.unlimited")
@@ -58,15 +54,14 @@ def _limits_text(locale: str, **limits: int | bool | None) -> str:
             if value:
                 parts.append(name)
         else:
-            shown: object = default if value is None else unlimited if value == 0 else value
-            if isinstance(value, Credits) and value:
-                shown = format_credits(value, locale)
+            shown = default if value is None else unlimited if value == 0 else value
             parts.append(f"{name}={shown}")
     return ", ".join(parts) or default
 
 
-def _credits(cents: int | None) -> Credits | None:
-    return None if cents is None else Credits(cents)
+def _credits(cents: int | None, locale: str) -> int | str | None:
+    """A credit limit for `_limits_text`: None (default), 0 (no limit), or credits as read."""
+    return format_credits(cents, locale) if cents else cents
 
 
 @app_commands.default_permissions(manage_guild=True)
@@ -140,8 +135,8 @@ class AdminCog(
             daily_per_user=daily_per_user,
             concurrent_per_user=concurrent_per_user,
             daily_per_guild=daily_per_guild,
-            credits_per_user=_credits(user_credits),
-            credits_per_guild=_credits(guild_credits),
+            credits_per_user=_credits(user_credits, locale),
+            credits_per_guild=_credits(guild_credits, locale),
         )
         await reply_privately(interaction, text(locale, "admin.limits_set", limits=summary))
 
@@ -183,7 +178,7 @@ class AdminCog(
             locale,
             daily=daily,
             concurrent=concurrent,
-            credits=_credits(credits_daily),
+            credits=_credits(credits_daily, locale),
             exempt=exempt,
         )
         await reply_privately(
