@@ -28,7 +28,8 @@ from discord.ext import commands
 from discord.voice_client import VoiceClient
 
 from bot.config import Settings, redact_database_url
-from bot.engine import EngineConfig, TaskEngine
+from bot.credits import resolve_credit_limits
+from bot.engine import CreditCapWatch, EngineConfig, TaskEngine
 from bot.kling.client import KlingClient
 from bot.kling.ratelimit import RateLimiter
 from bot.logs import setup_logging
@@ -169,10 +170,20 @@ class KlingBot(ServiceBot):
         settings = self.settings
         self.session = aiohttp.ClientSession()
         self.store = await TaskStore.open(settings.database_url)
+        prices = settings.price_table()
+        priced = await self.store.price_unpriced(prices.price_of_options)
+        if priced:
+            log.info("Priced %d task(s) from before prices existed with the current table", priced)
         self.media = MediaStore(settings.media_dir)
         limiter = RateLimiter(settings.api_max_queries_per_second)
         self.kling = KlingClient.from_settings(self.session, settings, limiter=limiter)
         self.notifier = DiscordNotifier(self)
+        cap_watch = CreditCapWatch(
+            self.store,
+            cap=resolve_credit_limits(settings).monthly_global,
+            prices=prices,
+            poster=self.notifier,
+        )
         self.engine = TaskEngine(
             self.store,
             self.kling,
@@ -180,6 +191,7 @@ class KlingBot(ServiceBot):
             self.session,
             self.media,
             EngineConfig.from_settings(settings),
+            cap_watch=cap_watch,
         )
         await self.tree.set_translator(KlingTranslator())
         self.tree.error(self.on_app_command_error)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -10,6 +11,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bot.pricing import PriceTable
 
 
 class ImageTransport(StrEnum):
@@ -29,6 +32,22 @@ class LogFormat(StrEnum):
 ENV_FILE = ".env"
 #: The URL schemes of a PostgreSQL DATABASE_URL.
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+#: Bounds that keep every sum of cents of a credit far inside SQLite's 64-bit integers.
+MAX_PRICE_CREDITS = Decimal(1_000_000)
+MAX_LIMIT_CREDITS = Decimal(1_000_000_000)
+#: (setting, the one it may never cost less than): a longer or a pro video never costs less.
+_PRICE_ORDER = (
+    ("price_std_10s", "price_std_5s"),
+    ("price_pro_5s", "price_std_5s"),
+    ("price_pro_10s", "price_std_10s"),
+    ("price_pro_10s", "price_pro_5s"),
+)
+_CREDIT_LIMITS = (
+    "credits_daily_per_user",
+    "credits_daily_per_guild",
+    "credits_daily_global",
+    "credits_monthly_global",
+)
 
 
 class Settings(BaseSettings):
@@ -77,6 +96,35 @@ class Settings(BaseSettings):
     quota_concurrent_per_user: int = Field(default=2, ge=0)
     quota_daily_per_guild: int = Field(default=0, ge=0)
     quota_daily_global: int = Field(default=0, ge=0)
+
+    # --- credits: prices in credits for KLING_MODEL (1 credit = a 5 s std video by default) ---
+    price_std_5s: Decimal = Field(
+        default=Decimal("1"), gt=0, le=MAX_PRICE_CREDITS, decimal_places=2
+    )
+    price_std_10s: Decimal = Field(
+        default=Decimal("2"), gt=0, le=MAX_PRICE_CREDITS, decimal_places=2
+    )
+    price_pro_5s: Decimal = Field(
+        default=Decimal("3.5"), gt=0, le=MAX_PRICE_CREDITS, decimal_places=2
+    )
+    price_pro_10s: Decimal = Field(
+        default=Decimal("7"), gt=0, le=MAX_PRICE_CREDITS, decimal_places=2
+    )
+    credit_price: Decimal | None = Field(default=None, decimal_places=6)
+    credit_currency: str = "USD"
+    # credit limits (0 = no limit, for every one of them); the month is the calendar month in UTC
+    credits_daily_per_user: Decimal = Field(
+        default=Decimal(0), ge=0, le=MAX_LIMIT_CREDITS, decimal_places=2
+    )
+    credits_daily_per_guild: Decimal = Field(
+        default=Decimal(0), ge=0, le=MAX_LIMIT_CREDITS, decimal_places=2
+    )
+    credits_daily_global: Decimal = Field(
+        default=Decimal(0), ge=0, le=MAX_LIMIT_CREDITS, decimal_places=2
+    )
+    credits_monthly_global: Decimal = Field(
+        default=Decimal(0), ge=0, le=MAX_LIMIT_CREDITS, decimal_places=2
+    )
 
     # --- images ---
     image_autofix: bool = True
@@ -144,6 +192,60 @@ class Settings(BaseSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
 
+    @field_validator("credit_price")
+    @classmethod
+    def _credit_price(cls, value: Decimal | None) -> Decimal | None:
+        """What one credit costs, for display: more than 0, or empty to show no money."""
+        if value is not None and value <= 0:
+            raise ValueError("must be more than 0 (leave it empty to show no money)")
+        return value
+
+    @field_validator("credit_currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        """A short currency name as it is shown after an amount: USD, EUR, €."""
+        value = value.strip()
+        if not 1 <= len(value) <= 10 or not value.isprintable() or " " in value:
+            raise ValueError("must be a short currency name without spaces, such as USD or €")
+        return value
+
+    @model_validator(mode="after")
+    def _prices_never_fall(self) -> Settings:
+        """A longer or a pro video never costs less: catches a table changed only in part."""
+        for dearer, cheaper in _PRICE_ORDER:
+            high, low = getattr(self, dearer), getattr(self, cheaper)
+            if high < low:
+                raise ValueError(
+                    f"{dearer.upper()} ({high}) is less than {cheaper.upper()} ({low}), but a "
+                    "longer or a pro video never costs less: when you change the unit, set "
+                    "all four PRICE_ lines"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _price_table_complete(self) -> Settings:
+        """Every option the API takes has a price more than 0 (checked once, at start)."""
+        self.price_table()
+        return self
+
+    def price_table(self) -> PriceTable:
+        """The prices as configured (PRICE_*, CREDIT_PRICE, CREDIT_CURRENCY)."""
+        return PriceTable.from_settings(self)
+
+    @model_validator(mode="after")
+    def _credit_limits_fit_a_video(self) -> Settings:
+        """A credit limit below the cheapest video would refuse every request."""
+        cheapest = self.price_std_5s  # the order rule makes it the lowest
+        for name in _CREDIT_LIMITS:
+            limit = getattr(self, name)
+            if 0 < limit < cheapest:
+                raise ValueError(
+                    f"{name.upper()} ({limit}) is less than the cheapest video "
+                    f"(PRICE_STD_5S = {cheapest}), so no video would ever fit: limits are in "
+                    "credits, not money, and 0 means no limit"
+                )
+        return self
+
     @model_validator(mode="after")
     def _callbacks_need_both(self) -> Settings:
         """Callbacks need a public URL and a port to listen on, or neither."""
@@ -185,6 +287,9 @@ _PLAIN_TYPES = {
     "bool_parsing": "must be true or false",
     "bool_type": "must be true or false",
     "string_type": "must be text",
+    "decimal_parsing": "must be a number (with a dot for decimals)",
+    "decimal_type": "must be a number",
+    "finite_number": "must be a finite number",
 }
 _BOUNDS = {
     "greater_than": "must be more than {gt}",
@@ -201,6 +306,9 @@ def _problem(name: str, item: ErrorDetails) -> str:
     context = item.get("ctx") or {}
     if kind in _PLAIN_TYPES:
         what = _PLAIN_TYPES[kind]
+    elif kind == "decimal_max_places":
+        places = context.get("decimal_places", 2)
+        what = f"must have at most {places} decimal{'s' if places != 1 else ''}"
     elif kind in _BOUNDS:
         what = _BOUNDS[kind].format(**{k: f"{v:g}" for k, v in context.items()})
     elif kind in ("enum", "literal_error"):

@@ -208,6 +208,11 @@ class Task:
     notified_at: float | None = None
     log_started_at: float | None = None
     log_message_id: int | None = None
+    #: What the task costs in cents of a credit (`bot.pricing`), fixed when it was reserved;
+    #: None only for a task from before prices existed that no price table has priced yet.
+    price_cents: int | None = None
+    #: What the provider said it deducted (`final_unit_deduction`), in its own units, as text.
+    provider_deduction: str | None = None
     notes: TaskNotes = TaskNotes()
 
     @property
@@ -235,6 +240,8 @@ class NewTask:
     input_dir: str
     upload_limit: int
     notes: TaskNotes = TaskNotes()
+    #: Its price in cents of a credit from the price table of the moment; stored with the task.
+    price_cents: int = 0
     callback_token: str | None = None
     status_message_id: int | None = None
     thread_id: int | None = None
@@ -248,6 +255,8 @@ class QuotaOverride:
     daily: int | None = None
     concurrent: int | None = None
     exempt: bool = False
+    #: Credits per 24 hours, in cents of a credit (0 = no limit).
+    credits_daily: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +268,9 @@ class GuildSettings:
     concurrent_per_user: int | None = None
     daily_per_guild: int | None = None
     log_channel_id: int | None = None
+    #: Credit limits in cents of a credit (None = the bot's default, 0 = no limit).
+    credits_daily_per_user: int | None = None
+    credits_daily_per_guild: int | None = None
     role_overrides: Mapping[int, QuotaOverride] = field(default_factory=dict)
     user_overrides: Mapping[int, QuotaOverride] = field(default_factory=dict)
     blocked_users: frozenset[int] = frozenset()

@@ -7,6 +7,7 @@ can change who sees a command).
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 from typing import Any, Literal
 
 import discord
@@ -14,18 +15,36 @@ from discord import app_commands
 from discord.app_commands import locale_str as _
 from discord.ext import commands
 
+from bot.pricing import format_credits, to_cents
 from bot.quota import DAY_SECONDS
 from bot.strings import text
 from bot.tasks import TaskState
 from cogs.caller import is_manager, reply_privately
 from cogs.messages import clip, state_text
 from cogs.services import ServiceBot
+from cogs.spend import report_embed, spend_report
 
 WEEK_SECONDS = 7 * DAY_SECONDS
 Limit = app_commands.Range[int, 0, 10_000]
+#: A credit limit as an admin types it (at most two decimals; checked by `_cents`).
+CreditLimit = app_commands.Range[float, 0, 1_000_000]
 
 
-def _limits_text(locale: str, **limits: int | bool | None) -> str:
+class CreditsOption(ValueError):
+    """A credit limit with more than two decimals."""
+
+
+def _cents(value: float | None) -> int | None:
+    """A credit limit typed by an admin as cents of a credit (None stays None)."""
+    if value is None:
+        return None
+    try:
+        return to_cents(Decimal(str(value)))
+    except ValueError:
+        raise CreditsOption(str(value)) from None
+
+
+def _limits_text(locale: str, **limits: int | str | bool | None) -> str:
     """`name=value, ...` as the admin set them: empty = the default, 0 = no limit."""
     default = text(locale, "admin.default")
     unlimited = text(locale, "quota.unlimited")
@@ -38,6 +57,11 @@ def _limits_text(locale: str, **limits: int | bool | None) -> str:
             shown = default if value is None else unlimited if value == 0 else value
             parts.append(f"{name}={shown}")
     return ", ".join(parts) or default
+
+
+def _credits(cents: int | None, locale: str) -> int | str | None:
+    """A credit limit for `_limits_text`: None (default), 0 (no limit), or credits as read."""
+    return format_credits(cents, locale) if cents else cents
 
 
 @app_commands.default_permissions(manage_guild=True)
@@ -71,11 +95,15 @@ class AdminCog(
         daily_per_user=_("daily_per_user"),
         concurrent_per_user=_("concurrent_per_user"),
         daily_per_guild=_("daily_per_guild"),
+        credits_per_user=_("credits_per_user"),
+        credits_per_guild=_("credits_per_guild"),
     )
     @app_commands.describe(
         daily_per_user=_("Videos per user per 24 hours (0 = no limit)"),
         concurrent_per_user=_("Videos one user may have running at once (0 = no limit)"),
         daily_per_guild=_("Videos the whole server may make per 24 hours (0 = no limit)"),
+        credits_per_user=_("Credits one user may spend per 24 hours (0 = no limit)"),
+        credits_per_guild=_("Credits the whole server may spend per 24 hours (0 = no limit)"),
     )
     async def limits(
         self,
@@ -83,21 +111,32 @@ class AdminCog(
         daily_per_user: Limit | None = None,
         concurrent_per_user: Limit | None = None,
         daily_per_guild: Limit | None = None,
+        credits_per_user: CreditLimit | None = None,
+        credits_per_guild: CreditLimit | None = None,
     ) -> None:
         """Set the guild's limits; an option left out goes back to the bot's default."""
         assert interaction.guild_id is not None
+        locale = str(interaction.locale)
+        try:
+            user_credits, guild_credits = _cents(credits_per_user), _cents(credits_per_guild)
+        except CreditsOption as error:
+            await reply_privately(interaction, text(locale, "admin.credits_bad", value=error))
+            return
         await self.bot.store.set_guild_limits(
             interaction.guild_id,
             daily_per_user=daily_per_user,
             concurrent_per_user=concurrent_per_user,
             daily_per_guild=daily_per_guild,
+            credits_daily_per_user=user_credits,
+            credits_daily_per_guild=guild_credits,
         )
-        locale = str(interaction.locale)
         summary = _limits_text(
             locale,
             daily_per_user=daily_per_user,
             concurrent_per_user=concurrent_per_user,
             daily_per_guild=daily_per_guild,
+            credits_per_user=_credits(user_credits, locale),
+            credits_per_guild=_credits(guild_credits, locale),
         )
         await reply_privately(interaction, text(locale, "admin.limits_set", limits=summary))
 
@@ -111,9 +150,15 @@ class AdminCog(
         concurrent: int | None,
         exempt: bool,
         clear: bool,
+        credits: float | None,
     ) -> None:
         assert interaction.guild_id is not None
         locale = str(interaction.locale)
+        try:
+            credits_daily = _cents(credits)
+        except CreditsOption as error:
+            await reply_privately(interaction, text(locale, "admin.credits_bad", value=error))
+            return
         if clear:
             await self.bot.store.remove_override(interaction.guild_id, kind, target.id)
             await reply_privately(
@@ -127,8 +172,15 @@ class AdminCog(
             daily=daily,
             concurrent=concurrent,
             exempt=exempt,
+            credits_daily=credits_daily,
         )
-        summary = _limits_text(locale, daily=daily, concurrent=concurrent, exempt=exempt)
+        summary = _limits_text(
+            locale,
+            daily=daily,
+            concurrent=concurrent,
+            credits=_credits(credits_daily, locale),
+            exempt=exempt,
+        )
         await reply_privately(
             interaction, text(locale, "admin.override_set", target=mention, limits=summary)
         )
@@ -140,6 +192,7 @@ class AdminCog(
         role=_("role"),
         daily=_("daily"),
         concurrent=_("concurrent"),
+        credits=_("credits"),
         exempt=_("exempt"),
         clear=_("clear"),
     )
@@ -147,6 +200,7 @@ class AdminCog(
         role=_("The role"),
         daily=_("Videos per 24 hours (0 = no limit)"),
         concurrent=_("Videos at once (0 = no limit)"),
+        credits=_("Credits per 24 hours (0 = no limit)"),
         exempt=_("No limits at all"),
         clear=_("Remove the override instead"),
     )
@@ -156,12 +210,13 @@ class AdminCog(
         role: discord.Role,
         daily: Limit | None = None,
         concurrent: Limit | None = None,
+        credits: CreditLimit | None = None,
         exempt: bool = False,
         clear: bool = False,
     ) -> None:
         """Limits for everyone with a role (the most generous role wins)."""
         await self._override(
-            interaction, "role", role, role.mention, daily, concurrent, exempt, clear
+            interaction, "role", role, role.mention, daily, concurrent, exempt, clear, credits
         )
 
     @app_commands.command(
@@ -171,6 +226,7 @@ class AdminCog(
         user=_("user"),
         daily=_("daily"),
         concurrent=_("concurrent"),
+        credits=_("credits"),
         exempt=_("exempt"),
         clear=_("clear"),
     )
@@ -178,6 +234,7 @@ class AdminCog(
         user=_("The member"),
         daily=_("Videos per 24 hours (0 = no limit)"),
         concurrent=_("Videos at once (0 = no limit)"),
+        credits=_("Credits per 24 hours (0 = no limit)"),
         exempt=_("No limits at all"),
         clear=_("Remove the override instead"),
     )
@@ -187,12 +244,13 @@ class AdminCog(
         user: discord.User,
         daily: Limit | None = None,
         concurrent: Limit | None = None,
+        credits: CreditLimit | None = None,
         exempt: bool = False,
         clear: bool = False,
     ) -> None:
         """Limits for one member (wins over their roles)."""
         await self._override(
-            interaction, "user", user, user.mention, daily, concurrent, exempt, clear
+            interaction, "user", user, user.mention, daily, concurrent, exempt, clear, credits
         )
 
     @app_commands.command(name=_("block"), description=_("Stop a member from making videos"))
@@ -314,15 +372,21 @@ class AdminCog(
         )
         await reply_privately(interaction, embed=embed)
 
-    @app_commands.command(name=_("usage"), description=_("Usage of the last day and week"))
-    async def usage(self, interaction: discord.Interaction[Any]) -> None:
-        """Usage summary for the last day and week."""
+    @app_commands.command(
+        name=_("usage"), description=_("Usage and spend: last day, week and 30 days, with a chart")
+    )
+    @app_commands.rename(csv=_("csv"))
+    @app_commands.describe(csv=_("Also attach every video of the last 30 days as a CSV file"))
+    async def usage(self, interaction: discord.Interaction[Any], csv: bool = False) -> None:
+        """Usage of the last day and week, the spend in credits (per day, top members, the
+        provider's charges, the month), a chart of the daily spend and, with `csv`, the CSV."""
         assert interaction.guild_id is not None
         locale = str(interaction.locale)
+        await interaction.response.defer(ephemeral=True, thinking=True)
         now = time.time()
         day = await self.bot.store.usage_summary(interaction.guild_id, now - DAY_SECONDS)
         week = await self.bot.store.usage_summary(interaction.guild_id, now - WEEK_SECONDS)
-        body = text(
+        head = text(
             locale,
             "admin.usage_body",
             day_tasks=day.tasks,
@@ -332,8 +396,16 @@ class AdminCog(
             week_users=week.distinct_users,
             week_failed=week.by_state.get(TaskState.FAILED, 0),
         )
-        embed = discord.Embed(title=text(locale, "admin.usage_title"), description=body)
-        await reply_privately(interaction, embed=embed)
+        report = await spend_report(
+            self.bot,
+            interaction.guild_id,
+            locale,
+            now=now,
+            with_csv=csv,
+            upload_limit=interaction.filesize_limit,
+        )
+        embed = report_embed(text(locale, "admin.usage_title"), head, report)
+        await reply_privately(interaction, report.csv_note, embed=embed, files=report.files)
 
 
 async def setup(bot: ServiceBot) -> None:

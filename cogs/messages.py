@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import discord
 
+from bot.credits import CreditsExceeded, refusal_text
 from bot.images import ImageIntakeError
 from bot.kling.errors import KlingError
 from bot.kling.models import DEFAULT_ASPECT_RATIO, DEFAULT_DURATION, DEFAULT_MODE
+from bot.pricing import PriceTable
 from bot.quota import QuotaExceeded, QuotaKind
 from bot.strings import image_templates, text
 from bot.tasks import FailureReason, ResultWhere, Task, TaskState
@@ -156,12 +158,26 @@ def images_message(locale: str | None, error: ImageIntakeError) -> str:
     return text(locale, "reply.images_rejected", problems=problems)
 
 
-def describe_error(locale: str | None, error: BaseException, task_id: int | None = None) -> str:
-    """The one mapping from a domain error to what the user reads."""
+def credits_message(locale: str | None, error: CreditsExceeded, prices: PriceTable) -> str:
+    """A credit refusal: the price, what is left and when enough frees (the reader's time)."""
+    return refusal_text(locale, error.refusal, prices, when=timestamp)
+
+
+def describe_error(
+    locale: str | None,
+    error: BaseException,
+    task_id: int | None = None,
+    *,
+    prices: PriceTable | None = None,
+) -> str:
+    """The one mapping from a domain error to what the user reads (`prices` shows money beside
+    credits, as the operator set it)."""
     if isinstance(error, ImageIntakeError):
         return images_message(locale, error)
     if isinstance(error, QuotaExceeded):
         return quota_message(locale, error)
+    if isinstance(error, CreditsExceeded):
+        return credits_message(locale, error, prices or PriceTable.default())
     if isinstance(error, KlingError):
         return text(locale, "reply.api_trouble")
     if task_id is not None:

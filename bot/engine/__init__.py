@@ -9,6 +9,7 @@
 - `callbacks`: the listener for the provider's notices
 - `download`: the video, fetched once into MEDIA_DIR
 - `retention`: old files and rows removed
+- `credit_alerts`: the monthly cap's alerts, each exactly once per month and place
 - `config`, `notifier`: the engine's knobs, and what it tells the Discord side
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from bot.engine.callbacks import new_callback_token
 from bot.engine.config import EngineConfig
+from bot.engine.credit_alerts import CreditCapWatch
 from bot.engine.gaps import RATE_HEADROOM
 from bot.engine.machine import TaskEngine
 from bot.engine.notifier import Notifier
@@ -24,6 +26,7 @@ from bot.engine.retention import ROW_RETENTION_FLOOR_SECONDS
 __all__ = [
     "RATE_HEADROOM",
     "ROW_RETENTION_FLOOR_SECONDS",
+    "CreditCapWatch",
     "EngineConfig",
     "Notifier",
     "TaskEngine",

@@ -29,6 +29,7 @@ import aiohttp
 
 from bot.engine.callbacks import CallbackServer
 from bot.engine.config import EngineConfig
+from bot.engine.credit_alerts import CreditCapWatch
 from bot.engine.download import keep_video
 from bot.engine.gaps import PollGaps
 from bot.engine.notifier import Notifier
@@ -74,8 +75,10 @@ class TaskEngine:
         config: EngineConfig | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        cap_watch: CreditCapWatch | None = None,
     ) -> None:
         self.store = store
+        self.cap_watch = cap_watch  # the monthly cap's alerts
         self.client = client
         self.notifier = notifier
         self.session = session
@@ -141,6 +144,8 @@ class TaskEngine:
         A task the engine already tracks is left as it is (an intake finished after a restart
         may hand over a task the engine picked up at start).
         """
+        if self.cap_watch is not None:  # its price is spent now
+            self.cap_watch.nudge()
         if self._stopping or task.state is not TaskState.QUEUED or self._tracks(task.id):
             return
         self.queue.append(task.id)
@@ -208,6 +213,8 @@ class TaskEngine:
                 self._last_beat = self._clock()
                 beat = self.store.set_meta(HEARTBEAT_KEY, f"{self._last_beat:.3f}")
                 self.steps.spawn(None, beat)
+            if self.cap_watch is not None and self.cap_watch.wants_check(now):
+                self.steps.spawn(None, self.cap_watch.run_check())
             timeout = HEARTBEAT_SECONDS  # the loop comes round at least once per heartbeat
             next_due = self.schedule.next_due()
             if next_due is not None:
@@ -383,20 +390,24 @@ class TaskEngine:
         if status is TaskStatus.SUCCEED:
             video = remote.video
             if video is None:  # nothing to deliver: a provider failure, refunded like one
-                await self._fail(task, FailureReason.NO_VIDEO, remote.missing_video_reason())
+                reason = remote.missing_video_reason()
+                await self._fail(task, FailureReason.NO_VIDEO, reason, remote.final_unit_deduction)
                 return
             task = await self.store.transition(
                 task.id,
                 TaskState.SUCCEEDED,
                 video_url=video.url,
                 status_message=remote.task_status_msg,
+                provider_deduction=remote.final_unit_deduction,
             )
             self.queue.at_provider.discard(task.id)
             self._wake.set()
             await self._deliver(task)
         elif status is TaskStatus.FAILED:
             message = remote.task_status_msg or "the provider gave no reason"
-            await self._fail(task, FailureReason.PROVIDER_FAILED, message)
+            await self._fail(
+                task, FailureReason.PROVIDER_FAILED, message, remote.final_unit_deduction
+            )
         elif status is TaskStatus.PROCESSING and task.state is not TaskState.PROCESSING:
             task = await self.store.transition(task.id, TaskState.PROCESSING)
             self.gaps.restart(task.id)  # it moved: look again soon
@@ -427,11 +438,18 @@ class TaskEngine:
         log.info("Task %d timed out", task.id)
         await self._tell_ending(task)
 
-    async def _fail(self, task: Task, reason: FailureReason, message: str) -> None:
-        """End a task as failed, give its quota back and tell the user."""
+    async def _fail(
+        self, task: Task, reason: FailureReason, message: str, charged: str | None = None
+    ) -> None:
+        """End a task as failed, give its quota back and tell the user; `charged` is what the
+        provider's last answer said it deducted, if it said."""
         try:
             task = await self.store.transition(
-                task.id, TaskState.FAILED, error_code=reason.value, status_message=message
+                task.id,
+                TaskState.FAILED,
+                error_code=reason.value,
+                status_message=message,
+                provider_deduction=charged,
             )
         except StaleTransition:
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
@@ -238,6 +239,37 @@ class TaskInfo(_Tolerant):
     external_task_id: str | None = None
 
 
+#: The most a provider deduction may say before it is taken as garbage rather than a charge.
+MAX_DEDUCTION = Decimal(10) ** 12
+
+
+def provider_deduction(value: object) -> str | None:
+    """What the provider says it deducted (`final_unit_deduction`), as a plain decimal string.
+
+    The field is undocumented in shape (a string in the schemas we read); whatever arrives is
+    kept only when it is one finite, non-negative number (`"5"`, `5`, `" 0.50 "` → `"0.5"`).
+    Anything else (missing, empty, text, a list, NaN) is None: it is shown, never relied on.
+    """
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, int | float):
+        raw = str(value)
+    elif isinstance(value, str) and len(value) <= 64:
+        raw = value.strip()
+    else:
+        return None
+    try:
+        amount = Decimal(raw)
+    except InvalidOperation:
+        return None
+    if not amount.is_finite() or amount < 0 or amount > MAX_DEDUCTION:
+        return None
+    amount = amount.normalize()
+    return f"{amount:.0f}" if amount == amount.to_integral_value() else f"{amount:f}"
+
+
 class KlingTask(_Tolerant):
     """The `data` of a submit or query answer."""
 
@@ -248,6 +280,13 @@ class KlingTask(_Tolerant):
     task_result: TaskResult = Field(default_factory=TaskResult)
     created_at: int | None = None
     updated_at: int | None = None
+    #: What the provider says it deducted for the task, in its own units, when it says it.
+    final_unit_deduction: str | None = None
+
+    @field_validator("final_unit_deduction", mode="before")
+    @classmethod
+    def _plain_deduction(cls, value: Any) -> str | None:
+        return provider_deduction(value)
 
     @field_validator("task_status", mode="before")
     @classmethod

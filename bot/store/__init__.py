@@ -9,6 +9,7 @@ Its parts share one `Database` (`database.py`), the seam a second backend plugs 
 - `tasks`: task rows: their moves between states, their fields, the queries and retention
 - `reservations`: the quota ledger: the reservation (quotas and insert at once), usage, refunds
 - `guilds`: what a guild's admins set, and a small key-value table
+- `spend`: credits spent, the usage reports, and the monthly cap's alerts
 - `interactions`: the record of every interaction acknowledged and not yet answered
 
 `TaskStore` is all of them on one database, so callers write `store.reserve(...)`,
@@ -42,6 +43,7 @@ from bot.store.postgres import PostgresDatabase, is_postgres_url
 from bot.store.postgres_schema import MIGRATIONS as POSTGRES_MIGRATIONS
 from bot.store.reservations import ReservationRows
 from bot.store.rows import StaleTransition, TaskNotFound
+from bot.store.spend import SpendRows
 from bot.store.sqlite import SqliteDatabase, parse_database_url
 from bot.store.sqlite_schema import MIGRATIONS
 from bot.store.tasks import TaskRows
@@ -66,8 +68,9 @@ __all__ = [
 ]
 
 
-class TaskStore(TaskRows, ReservationRows, GuildRows, InteractionRows):
-    """Task rows, quota reservations, guild settings and interaction records on one database."""
+class TaskStore(TaskRows, ReservationRows, SpendRows, GuildRows, InteractionRows):
+    """Task rows, quota reservations, spend, guild settings and interaction records on one
+    database."""
 
     def __init__(self, db: Database, *, now: Callable[[], float] = time.time) -> None:
         """Work on an open, migrated database; `TaskStore.open` opens one."""

@@ -9,7 +9,13 @@ from bot.store.rows import Rows
 from bot.tasks import GuildSettings, QuotaOverride
 
 _GUILD_LIMITS: frozenset[str] = frozenset(
-    {"daily_per_user", "concurrent_per_user", "daily_per_guild"}
+    {
+        "daily_per_user",
+        "concurrent_per_user",
+        "daily_per_guild",
+        "credits_daily_per_user",  # cents of a credit
+        "credits_daily_per_guild",
+    }
 )
 
 
@@ -20,13 +26,14 @@ class GuildRows(Rows):
         """Everything the guild's admins set (defaults when nothing is set)."""
         async with self._db.connection() as conn:
             limits = await conn.fetch(
-                "SELECT daily_per_user, concurrent_per_user, daily_per_guild, log_channel_id "
+                "SELECT daily_per_user, concurrent_per_user, daily_per_guild, log_channel_id, "
+                "credits_daily_per_user, credits_daily_per_guild "
                 "FROM guild_settings WHERE guild_id = ?",
                 (guild_id,),
             )
             overrides = await conn.fetch(
-                "SELECT kind, target_id, daily, concurrent, exempt FROM quota_overrides "
-                "WHERE guild_id = ?",
+                "SELECT kind, target_id, daily, concurrent, exempt, credits_daily "
+                "FROM quota_overrides WHERE guild_id = ?",
                 (guild_id,),
             )
             blocked = await conn.fetch(
@@ -37,16 +44,18 @@ class GuildRows(Rows):
             )
         roles: dict[int, QuotaOverride] = {}
         users: dict[int, QuotaOverride] = {}
-        for kind, target_id, daily, concurrent, exempt in overrides:
+        for kind, target_id, daily, concurrent, exempt, credits_daily in overrides:
             target = roles if kind == "role" else users
-            target[int(target_id)] = QuotaOverride(daily, concurrent, bool(exempt))
-        row = limits[0] if limits else (None, None, None, None)
+            target[int(target_id)] = QuotaOverride(daily, concurrent, bool(exempt), credits_daily)
+        row = limits[0] if limits else (None,) * 6
         return GuildSettings(
             guild_id=guild_id,
             daily_per_user=row[0],
             concurrent_per_user=row[1],
             daily_per_guild=row[2],
             log_channel_id=row[3],
+            credits_daily_per_user=row[4],
+            credits_daily_per_guild=row[5],
             role_overrides=roles,
             user_overrides=users,
             blocked_users=frozenset(int(r[0]) for r in blocked),
@@ -54,7 +63,8 @@ class GuildRows(Rows):
         )
 
     async def set_guild_limits(self, guild_id: int, **limits: int | None) -> GuildSettings:
-        """Set some of daily_per_user, concurrent_per_user, daily_per_guild (None = default)."""
+        """Set some of daily_per_user, concurrent_per_user, daily_per_guild,
+        credits_daily_per_user, credits_daily_per_guild (cents of a credit); None = default."""
         unknown = set(limits) - _GUILD_LIMITS
         if unknown:
             raise ValueError(f"unknown guild limit(s): {', '.join(sorted(unknown))}")
@@ -90,19 +100,26 @@ class GuildRows(Rows):
         daily: int | None = None,
         concurrent: int | None = None,
         exempt: bool = False,
+        credits_daily: int | None = None,
     ) -> QuotaOverride:
-        """Create or replace a role's or user's quota override in a guild."""
+        """Create or replace a role's or user's quota override in a guild (`credits_daily` in
+        cents of a credit)."""
         if kind not in ("role", "user"):
             raise ValueError("kind must be 'role' or 'user'")
         override = QuotaOverride(
-            _check_limit("daily", daily), _check_limit("concurrent", concurrent), bool(exempt)
+            _check_limit("daily", daily),
+            _check_limit("concurrent", concurrent),
+            bool(exempt),
+            _check_limit("credits_daily", credits_daily),
         )
         async with self._db.connection() as conn:
             await conn.execute(
-                "INSERT INTO quota_overrides (guild_id, kind, target_id, daily, concurrent, exempt) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (guild_id, kind, target_id) DO UPDATE SET "
-                "daily = excluded.daily, concurrent = excluded.concurrent, exempt = excluded.exempt",
-                (guild_id, kind, target_id, daily, concurrent, int(exempt)),
+                "INSERT INTO quota_overrides "
+                "(guild_id, kind, target_id, daily, concurrent, exempt, credits_daily) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (guild_id, kind, target_id) DO UPDATE SET "
+                "daily = excluded.daily, concurrent = excluded.concurrent, "
+                "exempt = excluded.exempt, credits_daily = excluded.credits_daily",
+                (guild_id, kind, target_id, daily, concurrent, int(exempt), credits_daily),
             )
         return override
 

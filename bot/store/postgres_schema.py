@@ -19,7 +19,7 @@ columns).
 
 from __future__ import annotations
 
-from bot.store.rows import ACTIVE_SQL, COUNTED, TERMINAL_SQL
+from bot.store.rows import ACTIVE_SQL, COUNTED, SPENT, TERMINAL_SQL
 from bot.tasks import TaskState
 
 STATE_LIST = ", ".join(f"'{s.value}'" for s in TaskState)
@@ -140,6 +140,38 @@ MIGRATIONS: tuple[str, ...] = (
         stage            TEXT   NOT NULL CHECK (stage IN ('received', 'reserved', 'started')),
         created_at       DOUBLE PRECISION NOT NULL,
         updated_at       DOUBLE PRECISION NOT NULL
+    );
+    """,
+    # v6: credits: each task's price (cents of a credit) and what the provider deducted, the
+    # counted indexes carrying the price and one more for what was spent, credit limits per
+    # server and per role or member, the monthly cap's alerts (see sqlite_schema)
+    f"""
+    ALTER TABLE tasks ADD COLUMN price_cents BIGINT CHECK (price_cents >= 0);
+    ALTER TABLE tasks ADD COLUMN provider_deduction TEXT;
+    DROP INDEX idx_tasks_counted_user;
+    DROP INDEX idx_tasks_counted_guild;
+    CREATE INDEX idx_tasks_counted_user ON tasks (user_id, created_at, price_cents)
+        WHERE {COUNTED};
+    CREATE INDEX idx_tasks_counted_guild ON tasks (guild_id, created_at, price_cents)
+        WHERE {COUNTED};
+    CREATE INDEX idx_tasks_spent ON tasks (created_at, price_cents, quota_refunded)
+        WHERE {SPENT};
+    CREATE INDEX idx_tasks_unpriced ON tasks (id) WHERE price_cents IS NULL;
+    ALTER TABLE guild_settings ADD COLUMN credits_daily_per_user BIGINT
+        CHECK (credits_daily_per_user >= 0);
+    ALTER TABLE guild_settings ADD COLUMN credits_daily_per_guild BIGINT
+        CHECK (credits_daily_per_guild >= 0);
+    ALTER TABLE quota_overrides ADD COLUMN credits_daily BIGINT CHECK (credits_daily >= 0);
+    CREATE TABLE credit_alerts (
+        month       TEXT   NOT NULL,
+        percent     BIGINT NOT NULL CHECK (percent IN (80, 100)),
+        channel_id  BIGINT NOT NULL,
+        guild_id    BIGINT,
+        spent_cents BIGINT NOT NULL CHECK (spent_cents >= 0),
+        cap_cents   BIGINT NOT NULL CHECK (cap_cents > 0),
+        started_at  DOUBLE PRECISION NOT NULL,
+        message_id  BIGINT,
+        PRIMARY KEY (month, percent, channel_id)
     );
     """,
 )

@@ -3,13 +3,25 @@ inserted in one transaction), the usage counts, refunds and an admin's reset.
 
 A task counts against the daily limits while `quota_refunded` is 0 and `quota_reset_at` is
 NULL. `refund` sets the first (the engine's policy refunds); `reset_usage` sets the second (an
-admin's reset), so the two stay distinguishable. The rules themselves are `bot.quota`'s.
+admin's reset), so the two stay distinguishable. The rules themselves are `bot.quota`'s, and
+for credits `bot.credits`': the price a task reserved is its `price_cents`, so a refund gives
+back exactly that, in credits too. A member's and a server's credits count like their videos
+(`COUNTED`); the bot-wide credit limits count what was spent (`SPENT`: an admin's reset frees
+a member's quota, never the key owner's money).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from bot.credits import (
+    CreditKind,
+    CreditLimits,
+    CreditsExceeded,
+    check_credits,
+    explain,
+    window_start,
+)
 from bot.quota import DAY_SECONDS, QuotaExceeded, QuotaKind, QuotaLimits
 from bot.store.database import Connection, StoreError
 from bot.store.interactions import IntakeStage
@@ -17,6 +29,7 @@ from bot.store.rows import (
     ACTIVE_SQL,
     COUNTED,
     RETURNING_TASK,
+    SPENT,
     Rows,
     TaskNotFound,
     options_json,
@@ -33,22 +46,28 @@ class ReservationRows(Rows):
         new_task: NewTask,
         limits: QuotaLimits,
         *,
+        credits: CreditLimits | None = None,
         window: float = DAY_SECONDS,
         interaction: int | None = None,
     ) -> Task:
         """Check every quota and insert the `queued` task in one transaction, or raise.
 
         Raises `QuotaExceeded` (kind `blocked` first, then the limit that bites in the order
-        concurrent, user daily, guild daily, global daily) and leaves the database unchanged.
-        With `interaction` (an open interaction's id, stage `received`), the same transaction
-        links the task to it and moves it to `reserved`, so a crash can never leave a task that
-        its request doesn't know of (nor reserve twice for one request).
+        concurrent, user daily, guild daily, global daily), then `CreditsExceeded` when the
+        task's price (`new_task.price_cents`) doesn't fit a credit limit in `credits` (member,
+        server, bot per day, bot per month; with when enough frees), and leaves the database
+        unchanged. With `interaction` (an open interaction's id, stage `received`), the same
+        transaction links the task to it and moves it to `reserved`, so a crash can never leave
+        a task that its request doesn't know of (nor reserve twice for one request).
         """
+        if new_task.price_cents < 0:
+            raise ValueError("a price is never negative")
         options = options_json(new_task.options, new_task.notes)
         now = self._now()
         since = now - window
         user_id, guild_id = new_task.user_id, new_task.guild_id
         checks = limits.checks(in_guild=guild_id is not None)
+        credit_checks = [] if credits is None else credits.checks(in_guild=guild_id is not None)
 
         selects = [
             "EXISTS (SELECT 1 FROM blocked_users WHERE guild_id = ? AND user_id = ?)"
@@ -60,22 +79,51 @@ class ReservationRows(Rows):
             sql, scope_params = _usage_sql(kind, user_id, guild_id, since)
             selects.append(f"({sql})")
             params.extend(scope_params)
+        for credit_kind, _limit in credit_checks:
+            where, scope_params = credit_scope(credit_kind, user_id, guild_id, now, window)
+            selects.append(f"(SELECT COALESCE(SUM(price_cents), 0) FROM tasks WHERE {where})")
+            params.extend(scope_params)
 
         async with self._db.transaction(exclusive=True) as conn:
             counts = (await conn.fetch(f"SELECT {', '.join(selects)}", params))[0]
             if counts[0]:
                 raise QuotaExceeded(QuotaKind.BLOCKED, 0, 0, None)
-            for (kind, limit), used in zip(checks, counts[1:], strict=True):
+            for (kind, limit), used in zip(checks, counts[1 : 1 + len(checks)], strict=True):
                 if used >= limit:
                     next_free = await _next_free(conn, kind, user_id, guild_id, since, used, limit)
                     raise QuotaExceeded(
                         kind, used, limit, None if next_free is None else next_free + window
                     )
+            spent = {
+                kind: int(value)
+                for (kind, _limit), value in zip(
+                    credit_checks, counts[1 + len(checks) :], strict=True
+                )
+            }
+            refusal = check_credits(
+                new_task.price_cents, credit_checks, spent, options=new_task.options.to_json()
+            )
+            if refusal is not None:
+                where, scope_params = credit_scope(refusal.kind, user_id, guild_id, now, window)
+                spends = await conn.fetch(
+                    f"SELECT created_at, price_cents FROM tasks WHERE {where} "
+                    "AND price_cents > 0 ORDER BY created_at, id",
+                    scope_params,
+                )
+                raise CreditsExceeded(
+                    explain(
+                        refusal,
+                        ((float(at), int(cents)) for at, cents in spends),
+                        now=now,
+                        window=window,
+                    )
+                )
             inserted = await conn.fetch(
                 f"""INSERT INTO tasks (external_task_id, user_id, guild_id, channel_id,
                         status_message_id, thread_id, locale, prompt, options, image_count,
-                        input_dir, state, callback_token, upload_limit, created_at, updated_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {RETURNING_TASK}""",
+                        input_dir, state, callback_token, upload_limit, created_at, updated_at,
+                        price_cents)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {RETURNING_TASK}""",
                 (
                     new_task.external_task_id,
                     user_id,
@@ -93,6 +141,7 @@ class ReservationRows(Rows):
                     new_task.upload_limit,
                     now,
                     now,
+                    new_task.price_cents,
                 ),
             )
             row = inserted[0]
@@ -184,6 +233,20 @@ class ReservationRows(Rows):
                 [now, now, user_id, *([] if guild_id is None else [guild_id]), now - window],
             )
         return len(rows)
+
+
+def credit_scope(
+    kind: CreditKind, user_id: int, guild_id: int | None, now: float, window: float
+) -> tuple[str, list[Any]]:
+    """The WHERE clause of the tasks whose prices count for one credit limit."""
+    since = window_start(kind, now, window)
+    if kind is CreditKind.DAILY_USER:
+        return f"user_id = ? AND created_at > ? AND {COUNTED}", [user_id, since]
+    if kind is CreditKind.DAILY_GUILD:
+        return f"guild_id = ? AND created_at > ? AND {COUNTED}", [guild_id, since]
+    if kind is CreditKind.DAILY_GLOBAL:
+        return f"created_at > ? AND {SPENT}", [since]
+    return f"created_at >= ? AND {SPENT}", [since]  # the calendar month
 
 
 def _usage_sql(

@@ -17,10 +17,13 @@ from bot.store.database import Connection, Database, Row, StoreError
 from bot.tasks import ACTIVE, TERMINAL, Task, TaskNotes, TaskOptions, TaskState
 
 #: SQL for "the task holds a concurrent slot", "the engine is done with it", "it counts
-#: against the daily limits" (not refunded, not reset by an admin).
+#: against the daily limits" (not refunded, not reset by an admin), and "its price was spent"
+#: (not refunded: an admin's reset frees a member's or a server's quota, but what a video cost
+#: stays spent, so the bot-wide credit limits and the spend reports still count it).
 ACTIVE_SQL = ", ".join(f"'{s.value}'" for s in sorted(ACTIVE))
 TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL))
 COUNTED = "quota_refunded = 0 AND quota_reset_at IS NULL"
+SPENT = "quota_refunded = 0"
 
 #: The columns of the tasks table, in `Task`'s order: its fields but `notes`, which shares the
 #: `options` column's JSON object with the options.
@@ -34,6 +37,7 @@ UPDATABLE_COLUMNS: frozenset[str] = (frozenset(TASK_COLUMNS) | {"notes"}) - {
     "user_id",
     "guild_id",
     "options",  # what was sent to the API; the notes beside it in the column may change
+    "price_cents",  # what the task reserved: a later price change never changes it
     "created_at",
     "updated_at",
     "state",

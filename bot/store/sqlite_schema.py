@@ -6,7 +6,7 @@ backend brings its own schema with the same tables and columns.
 
 from __future__ import annotations
 
-from bot.store.rows import ACTIVE_SQL, COUNTED, TERMINAL_SQL
+from bot.store.rows import ACTIVE_SQL, COUNTED, SPENT, TERMINAL_SQL
 from bot.tasks import TaskState
 
 STATE_LIST = ", ".join(f"'{s.value}'" for s in TaskState)
@@ -133,6 +133,43 @@ MIGRATIONS: tuple[str, ...] = (
         stage            TEXT    NOT NULL CHECK (stage IN ('received', 'reserved', 'started')),
         created_at       REAL    NOT NULL,
         updated_at       REAL    NOT NULL
+    );
+    """,
+    # v6: credits. `price_cents`: what the task costs in cents of a credit, written once with
+    # the insert (a price change never changes what a task reserved; NULL only for rows from
+    # before, priced once at start-up by `TaskStore.price_unpriced`); `provider_deduction`: what
+    # the provider said it deducted. The counted indexes carry the price, and one more holds
+    # what was spent (not refunded) with every column its sums read, so the bot-wide sums
+    # (a whole month of tasks) run on that index alone. Credit limits per server and per role or member, in cents of a credit. And the
+    # monthly cap's alerts: claimed (started_at) before each post and completed (message_id)
+    # after it, per month, threshold and log channel (channel 0: the process log).
+    f"""
+    ALTER TABLE tasks ADD COLUMN price_cents INTEGER CHECK (price_cents >= 0);
+    ALTER TABLE tasks ADD COLUMN provider_deduction TEXT;
+    DROP INDEX idx_tasks_counted_user;
+    DROP INDEX idx_tasks_counted_guild;
+    CREATE INDEX idx_tasks_counted_user ON tasks (user_id, created_at, price_cents)
+        WHERE {COUNTED};
+    CREATE INDEX idx_tasks_counted_guild ON tasks (guild_id, created_at, price_cents)
+        WHERE {COUNTED};
+    CREATE INDEX idx_tasks_spent ON tasks (created_at, price_cents, quota_refunded)
+        WHERE {SPENT};
+    CREATE INDEX idx_tasks_unpriced ON tasks (id) WHERE price_cents IS NULL;
+    ALTER TABLE guild_settings ADD COLUMN credits_daily_per_user INTEGER
+        CHECK (credits_daily_per_user >= 0);
+    ALTER TABLE guild_settings ADD COLUMN credits_daily_per_guild INTEGER
+        CHECK (credits_daily_per_guild >= 0);
+    ALTER TABLE quota_overrides ADD COLUMN credits_daily INTEGER CHECK (credits_daily >= 0);
+    CREATE TABLE credit_alerts (
+        month       TEXT    NOT NULL,
+        percent     INTEGER NOT NULL CHECK (percent IN (80, 100)),
+        channel_id  INTEGER NOT NULL,
+        guild_id    INTEGER,
+        spent_cents INTEGER NOT NULL CHECK (spent_cents >= 0),
+        cap_cents   INTEGER NOT NULL CHECK (cap_cents > 0),
+        started_at  REAL    NOT NULL,
+        message_id  INTEGER,
+        PRIMARY KEY (month, percent, channel_id)
     );
     """,
 )

@@ -11,6 +11,7 @@ from discord import app_commands
 from discord.app_commands import locale_str as _
 from discord.ext import commands
 
+from bot.credits import CreditKind, quota_text
 from bot.images import MAX_IMAGES, MIN_IMAGES
 from bot.kling.models import (
     ASPECT_RATIOS,
@@ -195,12 +196,14 @@ class VideoCog(commands.Cog):
 
     @app_commands.command(name=_("quota"), description=_("Show how many videos you can still make"))
     async def quota(self, interaction: discord.Interaction[Any]) -> None:
-        """The caller's usage, limits, running and queued tasks, and when the next slot frees."""
+        """The caller's usage, limits, credits left and what each option costs, running and
+        queued tasks, and when the next slot frees."""
         locale = str(interaction.locale)
         store = self.bot.store
-        _, limits = await caller_limits(
+        caller = await caller_limits(
             self.bot, interaction.guild_id, interaction.user.id, role_ids(interaction.user)
         )
+        limits = caller.videos
         now = time.time()
         used = await store.usage(user_id=interaction.user.id, since=now - DAY_SECONDS)
         active = await store.active_for_user(interaction.user.id)
@@ -225,6 +228,9 @@ class VideoCog(commands.Cog):
         )
         if limits.exempt:
             body += "\n" + text(locale, "quota.exempt")
+        credit_limit = None if caller.credits.exempt else caller.credits.daily_per_user
+        spent = await store.credits_spent(CreditKind.DAILY_USER, user_id=interaction.user.id)
+        body += "\n\n" + quota_text(locale, self.bot.settings.price_table(), credit_limit, spent)
         lines = []
         for task in active:
             position = (

@@ -24,9 +24,10 @@ from typing import Any
 
 import discord
 
+from bot.credits import CreditAlert, monthly_alert_text
 from bot.strings import text
 from bot.tasks import Task, TaskState
-from cogs.messages import MESSAGE_MAX, clip, failure_reason, jump_url, link_guild
+from cogs.messages import MESSAGE_MAX, clip, failure_reason, jump_url, link_guild, timestamp
 from cogs.services import ServiceBot
 from cogs.video.answers import carries_button, find_own_message, open_dm
 from cogs.video.buttons import notice_view, result_view, task_marker
@@ -83,6 +84,43 @@ class DiscordNotifier:
             log.warning("Task %d: no place takes the failure notice", task.id, exc_info=True)
         await self._finish_status(task, None)
         await self._log_line(task, None)
+
+    async def post_credit_alert(self, alert: CreditAlert, *, look_first: bool) -> int:
+        """Post one alert of the monthly cap in a server's log channel, in the server's
+        language; with `look_first`, an earlier post of it (found by its marker) is taken.
+
+        Returns the message id, or 0 when the channel refuses it; raises when Discord can't
+        take it for now (the engine's next check tries again).
+        """
+        guild = self.bot.get_guild(alert.guild_id) if alert.guild_id else None
+        locale = str(guild.preferred_locale) if guild is not None else None
+        channel = self.bot.get_partial_messageable(alert.channel_id, guild_id=alert.guild_id)
+        line = monthly_alert_text(
+            locale,
+            alert.percent,
+            spent=alert.spent,
+            cap=alert.cap,
+            now=alert.started_at,
+            table=self.bot.settings.price_table(),
+            when=timestamp,
+        )
+        try:
+            if look_first:
+                found = await find_own_message(
+                    self.bot,
+                    channel,
+                    alert.started_at,
+                    lambda m: m.content.startswith(alert.marker),
+                )
+                if found is not None:
+                    return found.id
+            message = await channel.send(clip(line, MESSAGE_MAX))
+        except discord.DiscordServerError:
+            raise
+        except discord.HTTPException as error:
+            log.info("The monthly cap's alert can't go to channel %d (%s)", alert.channel_id, error)
+            return 0
+        return message.id
 
     async def flush(self) -> None:
         """Drop pending throttled edits (the bot is closing)."""
@@ -281,7 +319,11 @@ class DiscordNotifier:
         else:
             body = text(task.locale, "deliver.failed", mention=mention, reason=failure_reason(task))
         refund = "deliver.refunded" if task.quota_refunded else "deliver.not_refunded"
-        body = f"{body}\n{text(task.locale, refund)}"
+        if task.price_cents:  # what it reserved, in credits
+            price = self.bot.settings.price_table().amount_text(task.price_cents, task.locale)
+            body = f"{body}\n{text(task.locale, refund + '_credits', price=price)}"
+        else:
+            body = f"{body}\n{text(task.locale, refund)}"
         return await self._send(task, clip(body, MESSAGE_MAX), view=notice_view(task))
 
     async def _log_line(self, task: Task, link: str | None) -> None:

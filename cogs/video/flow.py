@@ -24,6 +24,7 @@ from typing import Any
 import discord
 
 from bot.config import ImageTransport
+from bot.credits import CreditsExceeded
 from bot.engine import new_callback_token
 from bot.images import AttachmentRef, ImageIntakeError, prepare_images
 from bot.kling.models import DURATIONS, MAX_NEGATIVE_PROMPT, MAX_PROMPT, MODES
@@ -232,8 +233,8 @@ async def run_video(bot: ServiceBot, entry: OpenInteraction) -> Task | None:
             bot.engine.enqueue(task)
         await _finish(bot, entry, _accepted(entry, task), elsewhere=False)
         return task
-    except (ImageIntakeError, QuotaExceeded) as error:
-        await _finish(bot, entry, describe_error(locale, error))
+    except (ImageIntakeError, QuotaExceeded, CreditsExceeded) as error:
+        await _finish(bot, entry, describe_error(locale, error, prices=bot.settings.price_table()))
         return None
     except InputsGone:
         await _finish(bot, entry, text(locale, "reply.inputs_gone"))
@@ -293,7 +294,8 @@ async def _reserve(bot: ServiceBot, entry: OpenInteraction, request: VideoReques
         await _finish(bot, entry, "\n".join(problems))
         return None
     roles = list(entry.payload.get("roles") or [])
-    guild_settings, limits = await caller_limits(bot, entry.guild_id, entry.user_id, roles)
+    caller = await caller_limits(bot, entry.guild_id, entry.user_id, roles)
+    guild_settings, limits = caller.guild_settings, caller.videos
     if guild_settings is not None:
         refusal = _guild_refusal(locale, guild_settings, entry.user_id, request.prompt)
         if refusal is not None:
@@ -309,6 +311,9 @@ async def _reserve(bot: ServiceBot, entry: OpenInteraction, request: VideoReques
         image_changes=tuple(changes),
         image_urls=tuple(image_urls) if len(image_urls) == len(inputs) else (),
     )
+    options = request.options()
+    # Priced now, stored with the task: a price change later never changes what it reserved.
+    price = bot.settings.price_table().price(options.mode, options.duration)
     try:
         return await bot.store.reserve(
             NewTask(
@@ -317,7 +322,8 @@ async def _reserve(bot: ServiceBot, entry: OpenInteraction, request: VideoReques
                 channel_id=entry.channel_id,
                 locale=locale,
                 prompt=request.prompt.strip(),
-                options=request.options(),
+                options=options,
+                price_cents=price,
                 notes=notes,
                 image_count=len(inputs),
                 input_dir=str(folder),
@@ -326,9 +332,10 @@ async def _reserve(bot: ServiceBot, entry: OpenInteraction, request: VideoReques
                 external_task_id=entry.external_task_id,
             ),
             limits,
+            credits=caller.credits,
             interaction=entry.id,
         )
-    except QuotaExceeded:
+    except (QuotaExceeded, CreditsExceeded):
         await bot.media.remove(folder)
         raise
 

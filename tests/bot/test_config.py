@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,9 @@ ENV_EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
 def test_every_setting_is_in_env_example_with_its_default() -> None:
     lines = ENV_EXAMPLE.read_text().splitlines()
     documented = {
-        m.group(1): m.group(2) for line in lines if (m := re.match(r"^([A-Z_]+)=(.*)$", line))
+        m.group(1): m.group(2)
+        for line in lines
+        if (m := re.match(r"^([A-Z][A-Z0-9_]*)=(.*)$", line))
     }
     assert set(documented) == {name.upper() for name in Settings.model_fields}
     defaults = load_settings(discord_token="t", cometapi_key="k", _env_file=None)
@@ -36,7 +39,7 @@ def test_every_setting_is_in_env_example_with_its_default() -> None:
             same = shown.lower() == value.lower()
         assert same, f"{name}: .env.example says {value}, the default is {shown}"
     for index, line in enumerate(lines):
-        if re.match(r"^[A-Z_]+=", line):
+        if re.match(r"^[A-Z][A-Z0-9_]*=", line):
             assert lines[index - 1].startswith("# "), f"{line} needs a line of explanation above it"
 
 
@@ -150,6 +153,20 @@ def test_one_missing_setting_reads_naturally() -> None:
         ("IMAGE_AUTOFIX", "maybe", "must be true or false"),
         ("QUOTA_DAILY_PER_USER", "-1", "must be at least 0"),
         ("IMAGE_TRANSPORT", "pigeon", "must be 'base64' or 'url'"),
+        ("PRICE_PRO_10S", "-7", "must be more than 0"),
+        ("PRICE_STD_5S", "0", "must be more than 0"),
+        ("PRICE_PRO_5S", "3,5", "must be a number (with a dot for decimals)"),
+        ("PRICE_PRO_5S", "3.505", "must have at most 2 decimals"),
+        ("PRICE_PRO_5S", "NaN", "must be a finite number"),
+        ("PRICE_PRO_10S", "2000000", "must be at most 1000000"),
+        ("CREDITS_DAILY_PER_USER", "-1", "must be at least 0"),
+        ("CREDITS_MONTHLY_GLOBAL", "lots", "must be a number (with a dot for decimals)"),
+        ("CREDIT_PRICE", "0", "must be more than 0 (leave it empty to show no money)"),
+        (
+            "CREDIT_CURRENCY",
+            "US dollar",
+            "must be a short currency name without spaces, such as USD or €",
+        ),
     ],
 )
 def test_malformed_settings_are_said_in_plain_words(
@@ -180,3 +197,68 @@ def test_a_missing_env_file_is_said_first_with_where_it_was_looked_for(
     with pytest.raises(SettingsError) as caught:
         load_settings()
     assert str(caught.value).startswith("Settings problem: COMETAPI_KEY is not set.")
+
+
+def test_the_price_table_and_credit_limits_default_to_the_documented_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PRICE_PRO_5S", "")  # empty = the default, here too
+    settings = load_settings(discord_token="t", cometapi_key="k", _env_file=None)
+    prices = (
+        settings.price_std_5s,
+        settings.price_std_10s,
+        settings.price_pro_5s,
+        settings.price_pro_10s,
+    )
+    assert prices == (Decimal(1), Decimal(2), Decimal("3.5"), Decimal(7))
+    assert settings.credit_price is None and settings.credit_currency == "USD"
+    limits = (
+        settings.credits_daily_per_user,
+        settings.credits_daily_per_guild,
+        settings.credits_daily_global,
+        settings.credits_monthly_global,
+    )
+    assert limits == (0, 0, 0, 0)  # no credit limit: nothing changes until the operator says so
+
+
+def test_prices_and_limits_are_read_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRICE_STD_5S", "0.1")
+    monkeypatch.setenv("PRICE_STD_10S", "0.2")
+    monkeypatch.setenv("PRICE_PRO_5S", "0.35")
+    monkeypatch.setenv("PRICE_PRO_10S", "0.7")
+    monkeypatch.setenv("CREDITS_MONTHLY_GLOBAL", "12.5")
+    monkeypatch.setenv("CREDIT_PRICE", "0.000125")
+    monkeypatch.setenv("CREDIT_CURRENCY", " € ")
+    settings = load_settings(discord_token="t", cometapi_key="k", _env_file=None)
+    assert settings.price_std_5s + settings.price_std_10s == Decimal("0.3")  # 0.1 + 0.2, exactly
+    assert settings.credits_monthly_global == Decimal("12.5")
+    assert settings.credit_price == Decimal("0.000125") and settings.credit_currency == "€"
+
+
+@pytest.mark.parametrize(
+    ("values", "said"),
+    [
+        ({"PRICE_STD_5S": "10"}, "PRICE_STD_10S (2) is less than PRICE_STD_5S (10)"),
+        ({"PRICE_PRO_5S": "0.5"}, "PRICE_PRO_5S (0.5) is less than PRICE_STD_5S (1)"),
+        ({"PRICE_PRO_10S": "3"}, "PRICE_PRO_10S (3) is less than PRICE_PRO_5S (3.5)"),
+        (
+            {"CREDITS_DAILY_PER_GUILD": "0.5"},
+            "CREDITS_DAILY_PER_GUILD (0.5) is less than the cheapest video (PRICE_STD_5S = 1)",
+        ),
+    ],
+)
+def test_a_price_table_changed_in_part_or_a_limit_no_video_fits_is_refused(
+    monkeypatch: pytest.MonkeyPatch, values: dict[str, str], said: str
+) -> None:
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(discord_token="t", cometapi_key="k", _env_file=None)
+    message = str(caught.value)
+    assert said in message and "\n" not in message and "Value error" not in message
+
+
+def test_a_credit_limit_may_be_less_than_the_dearest_video(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CREDITS_DAILY_PER_USER", "5")  # pro 10 s (7) never fits: that's allowed
+    settings = load_settings(discord_token="t", cometapi_key="k", _env_file=None)
+    assert settings.credits_daily_per_user == 5

@@ -67,6 +67,14 @@ async def test_malformed_setting_names_the_variable(tmp_path: Path) -> None:
     assert "POLL_INTERVAL_SECONDS" in err and "Traceback" not in err
 
 
+async def test_a_negative_price_stops_the_start_in_one_line(tmp_path: Path) -> None:
+    env = clean_env(DISCORD_TOKEN="t", COMETAPI_KEY="k", PRICE_PRO_10S="-7")
+    code, out, err = await run_cli(cwd=tmp_path, env=env)
+    assert code == 2
+    lines = (out + err).strip().splitlines()
+    assert len(lines) == 1 and "PRICE_PRO_10S must be more than 0" in lines[0], lines
+
+
 async def test_settings_are_read_from_dotenv(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("DISCORD_TOKEN=t\nCOMETAPI_KEY=k\nDISCORD_GUILD_IDS=x\n")
     code, _, err = await run_cli("check", cwd=tmp_path, env=clean_env())

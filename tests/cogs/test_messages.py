@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from decimal import Decimal
 
+from bot.credits import CreditKind, CreditRefusal, CreditsExceeded
 from bot.images import ImageIntakeError, ImageProblem
+from bot.pricing import PriceTable
 from bot.quota import QuotaExceeded, QuotaKind
 from bot.tasks import TaskState
 from cogs.messages import describe_error, failure_reason, status_embed
@@ -46,3 +49,26 @@ def test_domain_errors_map_to_messages() -> None:
     )
     assert "task 12" in describe_error("en-US", RuntimeError("boom"), task_id=12)
     assert "Traceback" not in describe_error("en-US", RuntimeError("boom"))
+
+
+def test_a_credit_refusal_names_the_price_what_is_left_and_when_it_frees() -> None:
+    refusal = CreditRefusal(
+        CreditKind.DAILY_USER,
+        price=700,
+        limit=2000,
+        spent=1600,
+        frees_at=1_800_000_000,
+        freed=700,
+        mode="pro",
+        duration="10",
+    )
+    table = PriceTable.default()
+    assert describe_error("en-US", CreditsExceeded(refusal), prices=table) == (
+        "A 10 s pro video costs 7 credits; you have 4 left today, "
+        "7 more free up at <t:1800000000:t>."
+    )
+    money = replace(table, credit_price=Decimal("0.14"))
+    assert describe_error("nl", CreditsExceeded(refusal), prices=money) == (
+        "Een 10 s pro-video kost 7 credits (≈ 0,98 USD); je hebt vandaag nog 4 over, "
+        "en 7 extra vanaf <t:1800000000:t>."
+    )

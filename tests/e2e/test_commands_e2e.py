@@ -350,9 +350,14 @@ async def test_kling_admin_overrides_reset_unblock_words_and_reports(world: Worl
         answer = await admin(world, "limits", daily_per_user=1)
         assert answer.startswith("Server limits now:"), answer
         answer = await admin(world, "role-limit", role=role, daily=3)
-        assert answer == f"Limits for <@&{role['id']}> now: daily=3, concurrent=default", answer
+        assert answer == (
+            f"Limits for <@&{role['id']}> now: daily=3, concurrent=default, credits=default"
+        ), answer
         answer = await admin(world, "user-limit", user=vip, exempt=True)
-        assert answer == f"Limits for <@{vip['id']}> now: daily=default, concurrent=default, exempt"
+        assert answer == (
+            f"Limits for <@{vip['id']}> now: daily=default, concurrent=default, credits=default, "
+            "exempt"
+        )
         roles = {"member_roles": [role["id"]]}
         assert "Today (last 24 h): 0 of 3" in await quota_text(world, fan, **roles)
         vip_quota = await quota_text(world, vip)
@@ -412,15 +417,19 @@ async def test_kling_admin_overrides_reset_unblock_words_and_reports(world: Worl
 
         await world.discord.wait_for(lambda: len(world.uploads()) == 5, 30)
         await world.until(lambda: all(t["state"] == "delivered" for t in world.tasks()), 10)
-        usage = private(
-            await (
-                await world.discord.slash_command(
-                    "kling-admin", subcommand="usage", member_permissions=ADMIN_MEMBER
-                )
-            ).wait_callback(5)
+        usage = await world.discord.slash_command(
+            "kling-admin", subcommand="usage", member_permissions=ADMIN_MEMBER
         )
-        [embed] = usage["embeds"]
+        deferred = await usage.wait_callback(5)
+        assert deferred.type == CB_DEFERRED and (deferred.data or {})["flags"] & EPHEMERAL
+        path = rf"^/webhooks/\d+/{re.escape(usage.token)}$"
+        await world.discord.wait_for(lambda: world.discord.find_requests("POST", path), 10)
+        [report] = world.discord.find_requests("POST", path)
+        [embed] = report.json["embeds"]
         assert "Last day: 5 videos by 2 people (0 failed)" in embed["description"], embed
+        assert "Last 7 days: 5 credits for 5 videos" in embed["description"], embed
+        assert report.json["flags"] & EPHEMERAL
+        assert [f.filename for f in report.files] == ["spend.png"], "no CSV unless asked"
     assert len(world.api.submits) == 5
 
 

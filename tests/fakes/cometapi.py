@@ -209,6 +209,9 @@ class FakeCometAPI:
     clock: Callable[[], float] = time.monotonic
     rough: Roughness | None = field(default_factory=Roughness)  # None: every answer in one piece
     videos: list[Any] | None = None  # what a succeeded task lists (None: its one real video)
+    #: what a finished task says was deducted (`final_unit_deduction`, Kling's string), from its
+    #: submit body; None: the field is left out, as CometAPI's examples leave it out
+    deduction_for: Callable[[dict[str, Any]], Any] | None = None
     faults: list[Fault] = field(default_factory=list)
     tasks: dict[str, FakeTask] = field(default_factory=dict)
     requests: list[RecordedRequest] = field(default_factory=list)
@@ -390,6 +393,8 @@ class FakeCometAPI:
             data["task_result"] = {"videos": videos if self.videos is None else self.videos}
         elif status == "failed":
             data["task_status_msg"] = task.failure_message
+        if status in ("succeed", "failed") and self.deduction_for is not None:
+            data["final_unit_deduction"] = self.deduction_for(task.body)
         return web.json_response(
             {"code": 0, "message": "SUCCEED", "request_id": str(uuid.uuid4()), "data": data}
         )

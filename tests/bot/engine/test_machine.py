@@ -16,12 +16,14 @@ import aiohttp
 import pytest
 from PIL import Image
 
-from bot.engine import EngineConfig, TaskEngine, new_callback_token
+from bot.credits import CreditAlert
+from bot.engine import CreditCapWatch, EngineConfig, TaskEngine, new_callback_token
 from bot.engine.callbacks import callback_url
 from bot.engine.request import build_request
 from bot.kling.client import ClientTimeouts, KlingClient
 from bot.kling.ratelimit import RateLimiter
 from bot.media import MediaStore
+from bot.pricing import PriceTable
 from bot.quota import QuotaLimits
 from bot.store import TaskStore
 from bot.tasks import FailureReason, NewTask, Task, TaskOptions, TaskState
@@ -710,3 +712,84 @@ async def test_a_store_hiccup_never_leaks_a_provider_slot(world: World) -> None:
     for _ in range(3):
         await world.new_task(engine)
     await world.notifier.wait(lambda: len(world.notifier.delivered) == 3, timeout=15)
+
+
+# --- what the provider says it charged ---------------------------------------------------------
+
+
+def kling_units(body: dict[str, Any]) -> str:
+    """The fake's charge in the provider's own units: 10 per second, pro twice std."""
+    return str(int(body.get("duration", "5")) * 10 * (2 if body.get("mode") == "pro" else 1))
+
+
+async def test_the_providers_deduction_is_kept_beside_our_price(world: World) -> None:
+    world.api.deduction_for = kling_units
+    engine = await world.engine()
+    task = await world.new_task(engine, duration="10", mode="pro")
+    await world.notifier.wait(lambda: len(world.notifier.delivered) == 1)
+    [delivered] = world.notifier.delivered
+    assert delivered.provider_deduction == "200"  # written with the move to succeeded
+    assert (await world.state(task)).provider_deduction == "200"
+
+
+async def test_a_failed_tasks_deduction_is_kept_and_garbage_is_not(world: World) -> None:
+    world.api.outcome = "failed"
+    world.api.deduction_for = lambda body: "0"
+    engine = await world.engine()
+    task = await world.new_task(engine)
+    await world.notifier.wait(lambda: len(world.notifier.failures) == 1)
+    assert (await world.state(task)).provider_deduction == "0"
+    world.api.deduction_for = lambda body: {"units": "lots"}  # not a number: not kept
+    world.api.outcome = "succeed"
+    other = await world.new_task(engine)
+    await world.notifier.wait(lambda: len(world.notifier.delivered) == 1)
+    assert (await world.state(other)).provider_deduction is None
+
+
+async def test_no_deduction_in_the_answer_leaves_it_unknown(world: World) -> None:
+    engine = await world.engine()
+    task = await world.new_task(engine)
+    await world.notifier.wait(lambda: len(world.notifier.delivered) == 1)
+    assert (await world.state(task)).provider_deduction is None
+
+
+async def test_the_engine_looks_at_the_monthly_cap_when_a_task_comes_in(world: World) -> None:
+    posted: list[int] = []
+
+    class Poster:
+        async def post_credit_alert(self, alert: CreditAlert, *, look_first: bool) -> int:
+            posted.append(alert.percent)
+            return 1
+
+    await world.store.set_log_channel(10, 500)
+    watch = CreditCapWatch(world.store, cap=1000, prices=PriceTable.default(), poster=Poster())
+    engine = TaskEngine(
+        world.store,
+        world.client(),
+        world.notifier,
+        world.session,
+        world.media,
+        FAST,
+        cap_watch=watch,
+    )
+    world.engines.append(engine)
+    await engine.start()
+    await asyncio.sleep(0.05)
+    assert posted == []  # looked at start: nothing spent yet
+    priced = NewTask(
+        user_id=2,
+        guild_id=10,
+        channel_id=100,
+        locale="en",
+        prompt="p",
+        options=TaskOptions(mode="pro", duration="10"),
+        image_count=2,
+        input_dir="",
+        upload_limit=1,
+        price_cents=850,
+    )
+    await world.store.reserve(priced, QuotaLimits())  # 8.5 of 10 credits
+    await world.new_task(engine)  # the intake hands a task over: the watch looks again
+    async with asyncio.timeout(5):
+        while posted != [80]:
+            await asyncio.sleep(0.01)

@@ -7,6 +7,8 @@ import asyncio
 import asyncpg
 import pytest
 
+from bot.credits import CreditKind
+from bot.pricing import PriceTable
 from bot.quota import QuotaLimits
 from bot.store import POSTGRES_MIGRATIONS, MigrationError, StoreError, TaskStore
 from bot.store.postgres import PostgresDatabase, is_postgres_url, lock_key, numbered_placeholders
@@ -77,7 +79,7 @@ async def _old_database(url: str, version: int) -> None:
         await conn.close()
 
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
 async def test_migrates_old_database_keeping_data(postgres_url: str, version: int) -> None:
     await _old_database(postgres_url, version)
     async with await TaskStore.open(postgres_url) as store:
@@ -98,12 +100,27 @@ async def test_migrates_old_database_keeping_data(postgres_url: str, version: in
         assert await store.usage(user_id=1, since=0) == 0
 
 
+async def test_migration_6_leaves_old_tasks_unpriced_until_the_table_prices_them(
+    postgres_url: str,
+) -> None:
+    await _old_database(postgres_url, 5)
+    async with await TaskStore.open(postgres_url) as store:
+        old = await by_external_id(store, "ext-old")
+        assert old is not None and old.price_cents is None and old.provider_deduction is None
+        assert await store.credits_spent(CreditKind.DAILY_USER, user_id=1, window=1e12) == 0
+        assert await store.price_unpriced(PriceTable.default().price_of_options) == 1
+        assert (await store.get(old.id)).price_cents == 200  # type: ignore[union-attr]
+        assert await store.credits_spent(CreditKind.DAILY_USER, user_id=1, window=1e12) == 200
+        settings = await store.set_guild_limits(100, credits_daily_per_user=250)
+        assert settings.credits_daily_per_user == 250 and settings.daily_per_user is None
+
+
 async def test_failed_migration_rolls_back_whole_step(postgres_url: str) -> None:
     broken = (
         *POSTGRES_MIGRATIONS,
         "CREATE TABLE extra (x INTEGER); INSERT INTO nowhere VALUES (1);",
     )
-    with pytest.raises(MigrationError, match="version 6"):
+    with pytest.raises(MigrationError, match=f"version {len(POSTGRES_MIGRATIONS) + 1}"):
         await TaskStore.open(postgres_url, migrations=broken)
     conn = await _raw(postgres_url)
     try:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.credits import CreditKind
+from bot.pricing import PriceTable
 from bot.store import (
     MIGRATIONS,
     MigrationError,
@@ -69,7 +71,7 @@ def _make_old_db(path: Path, version: int) -> None:
     conn.close()
 
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
 async def test_migrates_old_database_keeping_data(tmp_path: Path, version: int) -> None:
     path = tmp_path / "old.sqlite3"
     _make_old_db(path, version)
@@ -104,6 +106,26 @@ async def test_migration_5_counts_every_earlier_ending_as_told(tmp_path: Path) -
         assert failed is not None and failed.notified_at == 3.0 and failed.is_told
         assert [t.external_task_id for t in await store.unfinished()] == ["ext-old"]
         assert await store.open_interactions() == []
+
+
+async def test_migration_6_leaves_old_tasks_unpriced_until_the_table_prices_them(
+    tmp_path: Path,
+) -> None:
+    """v6 adds prices: a task from before has none until the start-up prices it, once, from
+    its own options (a 10 s video here), and then it counts against the credit limits."""
+    path = tmp_path / "v5.sqlite3"
+    _make_old_db(path, 5)
+    async with await TaskStore.open(path) as store:
+        old = await by_external_id(store, "ext-old")
+        assert old is not None and old.price_cents is None and old.provider_deduction is None
+        assert await store.credits_spent(CreditKind.DAILY_USER, user_id=1, window=1e12) == 0
+        assert await store.price_unpriced(PriceTable.default().price_of_options) == 1
+        assert (await store.get(old.id)).price_cents == 200  # type: ignore[union-attr]
+        assert await store.credits_spent(CreditKind.DAILY_USER, user_id=1, window=1e12) == 200
+        settings = await store.set_guild_limits(100, credits_daily_per_user=250)
+        assert settings.credits_daily_per_user == 250 and settings.daily_per_user is None
+        override = await store.set_override(100, "role", 7, credits_daily=0)
+        assert (await store.get_guild_settings(100)).role_overrides[7] == override
 
 
 async def test_failed_migration_rolls_back_whole_step(tmp_path: Path) -> None:

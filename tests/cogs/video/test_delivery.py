@@ -4,8 +4,10 @@ the fake Discord's REST API (see tests/cogs/conftest.py)."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
+from bot.credits import CreditAlert
 from bot.tasks import FailureReason, Task, TaskState
 from cogs.services import ServiceBot
 from cogs.video.delivery import DiscordNotifier
@@ -77,7 +79,8 @@ async def test_a_failure_is_told_in_the_channel_when_the_thread_is_gone(
     await DiscordNotifier(bot).failed(task)
     assert marked(fake, task.thread_id, task.id) == []
     [notice] = marked(fake, task.channel_id, task.id)
-    assert "risk control" in notice["content"] and "quota" in notice["content"]
+    assert "risk control" in notice["content"]
+    assert "It doesn't count against your quota: you get its 1 credit back." in notice["content"]
     status = fake.message(str(task.status_message_id))["embeds"][0]
     assert "risk control" in json.dumps(status)
     # Told again (the engine asks until `notified_at` is written): nothing new is posted.
@@ -85,3 +88,24 @@ async def test_a_failure_is_told_in_the_channel_when_the_thread_is_gone(
     await DiscordNotifier(bot).failed(await bot.store.get(task.id))  # type: ignore[arg-type]
     assert len(marked(fake, task.channel_id, task.id)) == 1
     assert marked(fake, task.thread_id, task.id) == [], "not posted again in the thread either"
+
+
+async def test_the_monthly_cap_alert_is_posted_once_and_found_again(
+    fake: FakeDiscord, bot: ServiceBot
+) -> None:
+    channel = int(fake.channel_id)
+    alert = CreditAlert(
+        "2026-11", 100, channel, int(fake.guild_id), 9_950, 10_000, started_at=time.time() - 1
+    )
+    notifier = DiscordNotifier(bot)
+    message_id = await notifier.post_credit_alert(alert, look_first=True)  # nothing out yet
+    [posted] = fake.messages_in(str(channel))
+    assert int(posted["id"]) == message_id
+    assert posted["content"].startswith("🛑 2026-11 · The bot has reached its monthly cap of 100")
+    # a crash before the message id was stored: the post is found, not made twice
+    assert await notifier.post_credit_alert(alert, look_first=True) == message_id
+    assert len(fake.messages_in(str(channel))) == 1
+    body = {"message": "Missing Permissions", "code": 50013}
+    fake.inject_error("POST", rf"/channels/{channel}/messages$", 403, body)
+    refused = CreditAlert("2026-12", 80, channel, int(fake.guild_id), 8_000, 10_000, 0.0)
+    assert await notifier.post_credit_alert(refused, look_first=False) == 0  # given up

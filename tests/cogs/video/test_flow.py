@@ -114,3 +114,23 @@ def test_a_recorded_request_comes_back_as_it_was_asked() -> None:
     assert VideoRequest.from_payload(payload) == request
     regenerate = VideoRequest(prompt="again", source_task_id=7, image_names=["a.png", "b.png"])
     assert VideoRequest.from_payload(json.loads(json.dumps(regenerate.to_payload()))) == regenerate
+
+
+async def test_a_request_is_priced_and_a_credit_refusal_keeps_nothing(
+    fake: FakeDiscord, bot: ServiceBot
+) -> None:
+    user_id = int(fake.user["id"])
+    await bot.store.set_guild_limits(int(fake.guild_id), credits_daily_per_user=800)  # 8 credits
+    sent, interaction, video = await request(fake, bot, mode="pro", duration="10")
+    task = await start_video(interaction, video)
+    assert task is not None and task.price_cents == 700  # the table's price, kept with it
+    sent, interaction, video = await request(fake, bot, mode="pro", duration="5")
+    assert await start_video(interaction, video) is None
+    [answer] = answers(fake, sent)
+    assert answer.startswith("A 5 s pro video costs 3.5 credits; you have 1 left today, ")
+    assert len(status_posts(fake)) == 1 and len(await bot.store.recent_for_user(user_id)) == 1
+    inputs = bot.media.root / "inputs"
+    assert [p.name for p in inputs.iterdir()] == [task.external_task_id], "the refused one's gone"
+    sent, interaction, video = await request(fake, bot)  # 1 credit still fits
+    cheap = await start_video(interaction, video)
+    assert cheap is not None and cheap.price_cents == 100
