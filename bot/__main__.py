@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from bot.config import Settings, SettingsError, load_settings
+from bot.config import Settings, SettingsError, load_settings, redact_database_url
 from bot.kling.client import KlingClient
 from bot.kling.errors import (
     ApiTimeoutError,
@@ -23,7 +23,8 @@ from bot.kling.errors import (
     TaskNotFoundError,
 )
 from bot.ops import HEARTBEAT_MAX_AGE_SECONDS, OpsError, backup, health, host_resolves
-from bot.store import StoreError, TaskStore
+from bot.store import POSTGRES_MIGRATIONS, StoreError, TaskStore, is_postgres_url
+from bot.store.postgres import read_schema_version
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
@@ -40,7 +41,8 @@ commands:
   health       exit 0 when the running bot's engine wrote its heartbeat lately, 1 when not
                (for Docker's HEALTHCHECK or a supervisor)
   backup PATH  copy the database (SQLite's online backup: never torn) and then MEDIA_DIR
-               into the new folder PATH, while the bot runs
+               into the new folder PATH, while the bot runs (a PostgreSQL database is backed
+               up with pg_dump: backup says how, and exits 1)
 """
 
 
@@ -127,15 +129,15 @@ async def check(settings: Settings) -> int:
         settings.media_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         problems.append(f"MEDIA_DIR {settings.media_dir} can't be created: {error.strerror}.")
-    try:
-        store = await TaskStore.open(settings.database_url)
-        await store.close()
-    except (StoreError, OSError, sqlite3.Error) as error:
-        problems.append(f"The database at {settings.database_url} can't be opened: {error}.")
+    database_problem, database_note = await check_database(settings.database_url)
+    if database_problem:
+        problems.append(database_problem)
     if problems or identity is None:
         for problem in problems:
             print(problem)
         return EXIT_PROBLEM
+    if database_note:
+        print(database_note)
     print(
         f"Discord: the token belongs to {identity.name} (application id {identity.application_id})."
     )
@@ -145,6 +147,37 @@ async def check(settings: Settings) -> int:
         f"{settings.cometapi_base_url} accepts the key and the database opens."
     )
     return EXIT_OK
+
+
+async def check_database(database_url: str) -> tuple[str | None, str | None]:
+    """Open the database (SQLite: create and migrate it, as the bot would; PostgreSQL: connect
+    read-only and read its schema version). Returns (a problem, a note), either may be None."""
+    shown = redact_database_url(database_url)
+    if not is_postgres_url(database_url):
+        try:
+            store = await TaskStore.open(database_url)
+            await store.close()
+        except (StoreError, OSError, sqlite3.Error) as error:
+            return f"The database at {shown} can't be opened: {error}.", None
+        return None, None
+    try:
+        version = await read_schema_version(database_url)
+    except (StoreError, OSError) as error:
+        return f"The PostgreSQL database at {shown} can't be reached: {error}.", None
+    target = len(POSTGRES_MIGRATIONS)
+    if version is not None and version > target:
+        return (
+            f"The PostgreSQL database at {shown} is at schema version {version}, newer than "
+            f"this code ({target}): upgrade the bot.",
+            None,
+        )
+    if version is None:
+        state = "no tables yet; the bot creates them when it starts"
+    elif version < target:
+        state = f"schema version {version}; the bot migrates it to {target} when it starts"
+    else:
+        state = f"schema version {version}, this code's"
+    return None, f"Database: PostgreSQL at {shown} ({state})."
 
 
 async def check_api(settings: Settings) -> str | None:

@@ -27,7 +27,7 @@ from discord import app_commands
 from discord.ext import commands
 from discord.voice_client import VoiceClient
 
-from bot.config import Settings
+from bot.config import Settings, redact_database_url
 from bot.credits import resolve_credit_limits
 from bot.engine import CreditCapWatch, EngineConfig, TaskEngine
 from bot.kling.client import KlingClient
@@ -303,8 +303,8 @@ def run_bot(settings: Settings, *, force_sync: bool = False, sync_only: bool = F
     except (StoreError, sqlite3.Error, OSError) as error:
         log.critical(
             "The database at %s can't be opened: %s. "
-            "Check DATABASE_URL and that its folder is writable.",
-            settings.database_url,
+            "Check DATABASE_URL and that its folder is writable (or its server is up).",
+            redact_database_url(settings.database_url),
             error,
         )
     except discord.PrivilegedIntentsRequired:  # pragma: no cover - the bot asks for none

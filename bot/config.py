@@ -6,6 +6,7 @@ from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
@@ -29,6 +30,8 @@ class LogFormat(StrEnum):
 
 
 ENV_FILE = ".env"
+#: The URL schemes of a PostgreSQL DATABASE_URL.
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 #: Bounds that keep every sum of cents of a credit far inside SQLite's 64-bit integers.
 MAX_PRICE_CREDITS = Decimal(1_000_000)
 MAX_LIMIT_CREDITS = Decimal(1_000_000_000)
@@ -73,7 +76,9 @@ class Settings(BaseSettings):
     api_max_retries: int = Field(default=4, ge=0, le=10)
 
     # --- storage ---
-    database_url: str = "sqlite:///data/kling-bot.sqlite3"
+    # sqlite:///path (the default) or postgresql://user@host:port/db; may hold a password, so
+    # it is left out of repr and shown through `redact_database_url`
+    database_url: str = Field(default="sqlite:///data/kling-bot.sqlite3", repr=False)
     media_dir: Path = Path("data/media")
     retention_days: int = Field(default=7, ge=0)
 
@@ -159,13 +164,24 @@ class Settings(BaseSettings):
 
     @field_validator("database_url")
     @classmethod
-    def _sqlite(cls, value: str) -> str:
-        """Only SQLite is supported: `sqlite:///path` or `sqlite:///:memory:`."""
-        if not value.startswith("sqlite:///") or len(value) == len("sqlite:///"):
-            raise ValueError(
-                "must look like sqlite:///data/kling-bot.sqlite3 or sqlite:///:memory:"
-            )
-        return value
+    def _database(cls, value: str) -> str:
+        """SQLite (`sqlite:///path`, `sqlite:///:memory:`) or PostgreSQL
+        (`postgresql://user@host:port/db`, also `postgres://`)."""
+        if value.startswith("sqlite:///") and len(value) > len("sqlite:///"):
+            return value
+        if value.startswith(POSTGRES_SCHEMES):
+            parts = urlsplit(value)
+            try:
+                parts.port  # noqa: B018 - reading it checks it
+            except ValueError:
+                raise ValueError("has a port that is not a number") from None
+            if parts.path.strip("/"):
+                return value
+            raise ValueError("must name the database: postgresql://user@host:5432/dbname")
+        raise ValueError(
+            "must look like sqlite:///data/kling-bot.sqlite3 (the default), "
+            "sqlite:///:memory: or postgresql://user@host:5432/dbname"
+        )
 
     @field_validator("log_level")
     @classmethod
@@ -240,6 +256,23 @@ class Settings(BaseSettings):
         return self
 
 
+def redact_database_url(url: str) -> str:
+    """A DATABASE_URL as it may be shown: a password (in the address or as `password=`) is
+    replaced by `***`."""
+    if not url.startswith(POSTGRES_SCHEMES):
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.split(':', 1)[0]}:***@{host}"
+    query = [
+        (key, "***" if key == "password" else value)
+        for key, value in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="*/"), ""))
+
+
 class SettingsError(Exception):
     """Raised when settings are missing or malformed; the text is one line for the operator."""
 
@@ -287,6 +320,8 @@ def _problem(name: str, item: ErrorDetails) -> str:
     shown = item.get("input")
     if name in _SECRETS or not isinstance(shown, str | int | float):
         return f"{name} {what}"
+    if name == "DATABASE_URL":
+        shown = redact_database_url(str(shown))
     return f"{name} {what} (it is {str(shown)!r})"
 
 

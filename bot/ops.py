@@ -3,12 +3,14 @@ backup taken while the bot runs (`python -m bot backup PATH`) and a plain DNS lo
 
 The heartbeat is a row in the store's `meta` table that the engine's scheduler loop rewrites
 every `HEARTBEAT_SECONDS` with the time; `health` fails when it is missing or older than its
-allowed age, which catches a stalled or crashed engine as well as a dead process.
+allowed age, which catches a stalled or crashed engine as well as a dead process. It is read
+from the SQLite file, or over a read-only PostgreSQL connection.
 
 A backup copies the database with SQLite's online backup API in one step, a consistent
 snapshot even while the bot writes (WAL readers never see half a transaction), and then
 copies MEDIA_DIR file by file. The bot writes every file under a temporary name and renames
-it into place, so a copied file is always whole; the temporary ones are skipped.
+it into place, so a copied file is always whole; the temporary ones are skipped. A PostgreSQL
+database is backed up with PostgreSQL's own `pg_dump`; `backup` says so and does nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +23,11 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from bot.config import redact_database_url
+from bot.store.database import StoreError
+from bot.store.postgres import is_postgres_url, read_meta
 from bot.store.sqlite import parse_database_url
 
 #: The `meta` key the engine writes its heartbeat (Unix time, text) to.
@@ -58,6 +64,8 @@ def read_heartbeat(database_url: str) -> float | None:
 
     Reads the database read-only; never creates it, never migrates it.
     """
+    if is_postgres_url(database_url):
+        return _read_postgres_heartbeat(database_url)
     path = parse_database_url(database_url)
     if path == ":memory:":
         raise OpsError("DATABASE_URL is sqlite:///:memory:, which nothing outside the bot can read")
@@ -71,6 +79,16 @@ def read_heartbeat(database_url: str) -> float | None:
     except sqlite3.Error as error:
         raise OpsError(f"the database at {path} can't be read: {error}") from None
     return float(row[0]) if row else None
+
+
+def _read_postgres_heartbeat(database_url: str) -> float | None:
+    """The heartbeat from PostgreSQL, over a read-only connection."""
+    try:
+        value = asyncio.run(read_meta(database_url, HEARTBEAT_KEY))
+    except (StoreError, OSError) as error:
+        shown = redact_database_url(database_url)
+        raise OpsError(f"the database at {shown} can't be read: {error}") from None
+    return None if value is None else float(value)
 
 
 def health(database_url: str, *, max_age: float = HEARTBEAT_MAX_AGE_SECONDS) -> str:
@@ -107,7 +125,14 @@ def backup(database_url: str, media_dir: Path, destination: Path) -> BackupRepor
     `destination` is a folder; it is created, and must not already hold a backup (an older
     backup is never overwritten by half of a new one). The database goes first: a video that
     finishes meanwhile is then at worst an extra file, never a row without its file.
+    A PostgreSQL database is not copied here: the error says how to back it up.
     """
+    if is_postgres_url(database_url):
+        raise OpsError(
+            "DATABASE_URL is PostgreSQL, which is backed up with PostgreSQL's own tool, not by "
+            f"the bot: {pg_dump_command(database_url)} (a consistent snapshot while the bot "
+            "writes; pg_restore puts it back), then copy MEDIA_DIR"
+        )
     source = parse_database_url(database_url)
     if source == ":memory:":
         raise OpsError("DATABASE_URL is sqlite:///:memory:: there is nothing on disk to back up")
@@ -130,6 +155,18 @@ def backup(database_url: str, media_dir: Path, destination: Path) -> BackupRepor
         raise OpsError(f"the database at {source} can't be backed up: {error}") from None
     files, media_bytes = _copy_media(media_dir, media)
     return BackupReport(database, database.stat().st_size, media, files, media_bytes)
+
+
+def pg_dump_command(database_url: str) -> str:
+    """The pg_dump command that backs up the bot's PostgreSQL database (password hidden; a
+    `search_path` in the URL becomes pg_dump's `--schema`)."""
+    parts = urlsplit(redact_database_url(database_url))
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schemas = [value for key, value in query if key == "search_path"]
+    rest = urlencode([(key, value) for key, value in query if key != "search_path"], safe="*/")
+    url = urlunsplit((parts.scheme, parts.netloc, parts.path, rest, ""))
+    schema = f" --schema={schemas[0]}" if schemas else ""
+    return f"pg_dump --format=custom --file=kling-bot.dump{schema} '{url}'"
 
 
 def _backup_database(source: Path, target: Path) -> None:

@@ -4,6 +4,7 @@ Its parts share one `Database` (`database.py`), the seam a second backend plugs 
 
 - `database`: the seam (`Database`, `Connection`) and the store's errors
 - `sqlite`, `sqlite_schema`: the SQLite backend, and its schema as one migration per version
+- `postgres`, `postgres_schema`: the PostgreSQL backend and its schema, version for version
 - `rows`: a task as a row of the `tasks` table
 - `tasks`: task rows: their moves between states, their fields, the queries and retention
 - `reservations`: the quota ledger: the reservation (quotas and insert at once), usage, refunds
@@ -23,7 +24,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from bot.store.database import Connection, Database, MigrationError, StoreError
+from bot.store.database import (
+    Connection,
+    ConstraintError,
+    Database,
+    MigrationError,
+    StoreError,
+)
 from bot.store.guilds import GuildRows
 from bot.store.interactions import (
     IntakeStage,
@@ -32,6 +39,8 @@ from bot.store.interactions import (
     NewOpenInteraction,
     OpenInteraction,
 )
+from bot.store.postgres import PostgresDatabase, is_postgres_url
+from bot.store.postgres_schema import MIGRATIONS as POSTGRES_MIGRATIONS
 from bot.store.reservations import ReservationRows
 from bot.store.rows import StaleTransition, TaskNotFound
 from bot.store.spend import SpendRows
@@ -41,7 +50,9 @@ from bot.store.tasks import TaskRows
 
 __all__ = [
     "MIGRATIONS",
+    "POSTGRES_MIGRATIONS",
     "Connection",
+    "ConstraintError",
     "Database",
     "IntakeStage",
     "InteractionKind",
@@ -52,6 +63,7 @@ __all__ = [
     "StoreError",
     "TaskNotFound",
     "TaskStore",
+    "is_postgres_url",
     "parse_database_url",
 ]
 
@@ -73,19 +85,28 @@ class TaskStore(TaskRows, ReservationRows, SpendRows, GuildRows, InteractionRows
         now: Callable[[], float] = time.time,
         busy_timeout_ms: int = 10_000,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
-        migrations: Sequence[str] = MIGRATIONS,
+        migrations: Sequence[str] | None = None,
     ) -> TaskStore:
         """Open (creating if needed) the database, set it up and migrate it to the current schema.
 
-        `sqlite:///path`, `sqlite:///:memory:` or a plain path (a second backend is chosen here,
-        by the URL's scheme).
+        `sqlite:///path`, `sqlite:///:memory:` or a plain path: SQLite (`synchronous` is its);
+        `postgresql://...` or `postgres://...`: PostgreSQL. `migrations` replaces the backend's
+        own (`MIGRATIONS`, `POSTGRES_MIGRATIONS`), for tests.
         """
-        db = await SqliteDatabase.open(
-            database_url_or_path,
-            busy_timeout_ms=busy_timeout_ms,
-            synchronous=synchronous,
-            migrations=migrations,
-        )
+        db: Database
+        if is_postgres_url(database_url_or_path):
+            db = await PostgresDatabase.open(
+                str(database_url_or_path),
+                busy_timeout_ms=busy_timeout_ms,
+                migrations=POSTGRES_MIGRATIONS if migrations is None else migrations,
+            )
+        else:
+            db = await SqliteDatabase.open(
+                database_url_or_path,
+                busy_timeout_ms=busy_timeout_ms,
+                synchronous=synchronous,
+                migrations=MIGRATIONS if migrations is None else migrations,
+            )
         return cls(db, now=now)
 
     async def close(self) -> None:

@@ -11,9 +11,16 @@ portable between SQLite and PostgreSQL (`RETURNING`, `ON CONFLICT`, partial inde
   user's tasks and inserts one, and two of those must never overlap.
 - `close()`.
 
-A backend brings its own schema and migrations, rewrites `?` when its driver wants another
-placeholder style (asyncpg numbers them: `$1`, `$2`, ...), and lets its driver's errors
-through as they are. `SqliteDatabase` (`bot/store/sqlite.py`) is the one there is.
+Text is stored as given, except the NUL character, which PostgreSQL can't store in text:
+every backend writes it as U+FFFD (`text_params`), so a prompt or a provider's message holding
+one is kept alike everywhere instead of failing on one backend.
+
+A backend brings its own schema and migrations and rewrites `?` when its driver wants another
+placeholder style (asyncpg numbers them: `$1`, `$2`, ...). A statement that breaks a
+constraint of the schema (a second row with a unique value, a NULL where none may be, a
+failed CHECK) raises `ConstraintError` on every backend; other driver errors go through as they
+are. The backends: `SqliteDatabase` (`bot/store/sqlite.py`), `PostgresDatabase`
+(`bot/store/postgres.py`).
 """
 
 from __future__ import annotations
@@ -24,6 +31,15 @@ from typing import Any, Protocol
 
 #: One row of a result: its values in the order the statement selected them.
 Row = Sequence[Any]
+#: What a NUL character in text is stored as.
+NUL_REPLACEMENT = "\ufffd"
+
+
+def text_params(params: Sequence[Any]) -> Sequence[Any]:
+    """The parameters as every backend stores them: NUL in text becomes U+FFFD."""
+    if not any(isinstance(p, str) and "\x00" in p for p in params):
+        return params
+    return [p.replace("\x00", NUL_REPLACEMENT) if isinstance(p, str) else p for p in params]
 
 
 class StoreError(Exception):
@@ -32,6 +48,11 @@ class StoreError(Exception):
 
 class MigrationError(StoreError):
     """The database schema could not be brought to the current version."""
+
+
+class ConstraintError(StoreError):
+    """A statement broke a constraint of the schema (unique, not null, check); nothing of it
+    was written. The driver's own error is its `__cause__`."""
 
 
 class Connection(Protocol):

@@ -107,7 +107,7 @@ class ReservationRows(Rows):
                 where, scope_params = credit_scope(refusal.kind, user_id, guild_id, now, window)
                 spends = await conn.fetch(
                     f"SELECT created_at, price_cents FROM tasks WHERE {where} "
-                    "AND price_cents > 0 ORDER BY created_at",
+                    "AND price_cents > 0 ORDER BY created_at, id",
                     scope_params,
                 )
                 raise CreditsExceeded(

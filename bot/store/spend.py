@@ -71,7 +71,7 @@ class SpendRows(Rows):
         async with self._db.connection() as conn:
             rows = await conn.fetch(
                 f"SELECT created_at, price_cents FROM tasks WHERE {where} AND {SPENT} "
-                "AND price_cents > 0 ORDER BY created_at",
+                "AND price_cents > 0 ORDER BY created_at, id",
                 params,
             )
         return [(float(at), int(cents)) for at, cents in rows]

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import aiosqlite
 
-from bot.store.database import MigrationError, Row, StoreError
+from bot.store.database import ConstraintError, MigrationError, Row, StoreError, text_params
 
 
 def parse_database_url(database_url_or_path: str | Path) -> str:
@@ -36,7 +36,9 @@ def parse_database_url(database_url_or_path: str | Path) -> str:
     if text.startswith("sqlite:///"):
         text = text.removeprefix("sqlite:///")
     elif "://" in text:
-        raise ValueError("only sqlite:///path or sqlite:///:memory: is supported")
+        raise ValueError(
+            "a database URL is sqlite:///path, sqlite:///:memory: or postgresql://user@host/db"
+        )
     if not text:
         raise ValueError("the database path is empty")
     return text
@@ -50,11 +52,17 @@ class _Statements:
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Run one statement and return its rows."""
-        return list(await self._conn.execute_fetchall(sql, params))
+        try:
+            return list(await self._conn.execute_fetchall(sql, text_params(params)))
+        except sqlite3.IntegrityError as error:
+            raise ConstraintError(str(error)) from error
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Run one statement."""
-        await self._conn.execute(sql, params)
+        try:
+            await self._conn.execute(sql, text_params(params))
+        except sqlite3.IntegrityError as error:
+            raise ConstraintError(str(error)) from error
 
 
 class SqliteDatabase:

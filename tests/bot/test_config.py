@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import ImageTransport, Settings, SettingsError, load_settings
+from bot.config import (
+    ImageTransport,
+    Settings,
+    SettingsError,
+    load_settings,
+    redact_database_url,
+)
 
 ENV_EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
 
@@ -48,6 +54,8 @@ def test_guild_ids_accept_commas_and_spaces(monkeypatch: pytest.MonkeyPatch) -> 
     [
         ("COMETAPI_BASE_URL", "api.cometapi.com"),
         ("DATABASE_URL", "postgres://x"),
+        ("DATABASE_URL", "mysql://u@h/db"),
+        ("DATABASE_URL", "postgresql://u@h:port/db"),
         ("LOG_LEVEL", "LOUD"),
         ("IMAGE_TRANSPORT", "carrier-pigeon"),
         ("KLING_MAX_CONCURRENT_TASKS", "0"),
@@ -62,6 +70,36 @@ def test_malformed_settings_name_the_variable(
     message = str(caught.value)
     assert name in message and "\n" not in message
     assert "Traceback" not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///data/kling-bot.sqlite3",
+        "sqlite:///:memory:",
+        "postgresql://bot@db.internal:5432/kling",
+        "postgres://bot:pw@127.0.0.1/kling?search_path=kvb",
+        "postgresql:///kling?host=/run/postgresql",
+    ],
+)
+def test_database_url_is_sqlite_or_postgresql(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("DATABASE_URL", url)
+    assert load_settings(discord_token="t", cometapi_key="k", _env_file=None).database_url == url
+
+
+def test_a_database_password_never_shows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://bot:hunter2@db/kling")
+    settings = load_settings(discord_token="t", cometapi_key="k", _env_file=None)
+    assert "hunter2" not in repr(settings)
+    assert redact_database_url(settings.database_url) == "postgresql://bot:***@db/kling"
+    assert (
+        redact_database_url("postgres://bot@db/kling?password=hunter2&search_path=s")
+        == "postgres://bot@db/kling?password=***&search_path=s"
+    )
+    monkeypatch.setenv("DATABASE_URL", "postgresql://bot:hunter2@db:port/kling")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(discord_token="t", cometapi_key="k", _env_file=None)
+    assert "DATABASE_URL" in str(caught.value) and "hunter2" not in str(caught.value)
 
 
 def test_secrets_never_show_in_the_settings_repr() -> None:

@@ -247,3 +247,69 @@ async def test_the_bot_says_discord_cant_be_resolved(fakes: Fakes) -> None:
     assert code == 1, out + err
     assert "Can't resolve the host discord.example.invalid" in err
     assert "Traceback" not in out + err
+
+
+# --- on PostgreSQL ---------------------------------------------------------------------------
+
+
+async def test_check_on_postgresql_reads_the_schema_version_and_changes_nothing(
+    fakes: Fakes, postgres_url: str
+) -> None:
+    from bot.store import POSTGRES_MIGRATIONS, TaskStore
+
+    code, out, err = await fakes.check(DATABASE_URL=postgres_url)
+    assert code == 0, out + err
+    assert "no tables yet" in out and out.strip().splitlines()[-1].startswith("OK")
+    async with await TaskStore.open(postgres_url) as store:  # check created nothing
+        await store.set_meta("k", "v")
+    code, out, _ = await fakes.check(DATABASE_URL=postgres_url)
+    assert code == 0 and f"schema version {len(POSTGRES_MIGRATIONS)}, this code's" in out
+
+    newer = postgres_url.replace("search_path=", "password=hunter2&search_path=")
+    async with await TaskStore.open(postgres_url) as store, store._db.connection() as conn:
+        await conn.execute("INSERT INTO schema_migrations VALUES (?, 0)", (999,))
+    code, out, err = await fakes.check(DATABASE_URL=newer)
+    assert code == 1 and "newer than this code" in out
+    assert "hunter2" not in out + err and "password=***" in out
+
+
+async def test_check_says_postgresql_cant_be_reached(fakes: Fakes) -> None:
+    url = "postgresql://bot:hunter2@127.0.0.1:1/kling"
+    code, out, err = await fakes.check(DATABASE_URL=url)
+    assert code == 1, out + err
+    [line] = out.strip().splitlines()
+    assert "PostgreSQL database at postgresql://bot:***@127.0.0.1:1/kling can't be reached" in line
+    assert "hunter2" not in out + err and "Traceback" not in out + err
+
+
+async def test_health_reads_the_heartbeat_from_postgresql(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    from bot.store import TaskStore
+
+    env = clean_env(DISCORD_TOKEN="t", COMETAPI_KEY="k", DATABASE_URL=postgres_url)
+    code, _, err = await run_cli("health", cwd=tmp_path, env=env)
+    assert code == 1 and "no tables yet" in err  # the bot never ran on it
+    async with await TaskStore.open(postgres_url) as store:
+        code, _, err = await run_cli("health", cwd=tmp_path, env=env)
+        assert code == 1 and "never written a heartbeat" in err
+        await store.set_meta("engine_heartbeat", f"{time.time() - 10:.3f}")
+        code, out, err = await run_cli("health", cwd=tmp_path, env=env)
+        assert code == 0 and out.startswith("healthy"), err
+        await store.set_meta("engine_heartbeat", f"{time.time() - 600:.3f}")
+        code, _, err = await run_cli("health", cwd=tmp_path, env=env)
+        assert code == 1 and "stopped making progress" in err
+    env["DATABASE_URL"] = "postgresql://bot:hunter2@127.0.0.1:1/kling"
+    code, _, err = await run_cli("health", cwd=tmp_path, env=env)
+    assert code == 1 and err.startswith("unhealthy: the database at postgresql://bot:***@")
+    assert "hunter2" not in err and "Traceback" not in err
+
+
+async def test_backup_on_postgresql_says_pg_dump_and_exits_1(tmp_path: Path) -> None:
+    url = "postgresql://bot:hunter2@db.internal:5432/kling?search_path=kvb"
+    env = clean_env(DISCORD_TOKEN="t", COMETAPI_KEY="k", DATABASE_URL=url)
+    code, out, err = await run_cli("backup", str(tmp_path / "b"), cwd=tmp_path, env=env)
+    assert code == 1 and out == ""
+    assert "pg_dump --format=custom --file=kling-bot.dump --schema=kvb " in err
+    assert "'postgresql://bot:***@db.internal:5432/kling'" in err
+    assert "hunter2" not in err and not (tmp_path / "b").exists()

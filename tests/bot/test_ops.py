@@ -155,25 +155,28 @@ def idle_engine(store: TaskStore, session: aiohttp.ClientSession, media: Path) -
     return TaskEngine(store, client, SilentNotifier(), session, MediaStore(media), EngineConfig())
 
 
-async def test_the_engine_writes_a_heartbeat_that_health_reads(tmp_path: Path) -> None:
-    database = tmp_path / "bot.sqlite3"
-    store = await TaskStore.open(f"sqlite:///{database}")
+async def test_the_engine_writes_a_heartbeat_that_health_reads(
+    tmp_path: Path, database_url: str
+) -> None:
+    """On both backends (`health` is the command line's, so it runs outside this loop)."""
+    store = await TaskStore.open(database_url)
     async with aiohttp.ClientSession() as session:
         engine = idle_engine(store, session, tmp_path / "media")
-        assert read_heartbeat(f"sqlite:///{database}") is None
+        assert await asyncio.to_thread(read_heartbeat, database_url) is None
         with pytest.raises(OpsError, match="never written"):
-            health(f"sqlite:///{database}")
+            await asyncio.to_thread(health, database_url)
         await engine.start()
         try:
             async with asyncio.timeout(10):
                 while await store.get_meta(HEARTBEAT_KEY) is None:
                     await asyncio.sleep(0.01)
-            assert health(f"sqlite:///{database}").startswith("the engine's heartbeat is")
+            said = await asyncio.to_thread(health, database_url)
+            assert said.startswith("the engine's heartbeat is")
         finally:
             await engine.stop()
             await store.close()
     with pytest.raises(OpsError, match="stopped making progress"):
-        health(f"sqlite:///{database}", max_age=-1)
+        await asyncio.to_thread(health, database_url, max_age=-1)
 
 
 # --- logs ----------------------------------------------------------------------------------

@@ -135,12 +135,24 @@ async def fake_discord() -> AsyncIterator[FakeDiscord]:
         yield fake
 
 
+#: Which database the bot runs on in a test that takes `world` and doesn't choose:
+#: `KVB_E2E_DATABASE=postgresql` runs the whole suite on PostgreSQL (default: sqlite).
+E2E_DATABASE_ENV = "KVB_E2E_DATABASE"
+#: Put on a test to run it on both backends (`make test` runs these on PostgreSQL too).
+on_both_backends = pytest.mark.parametrize("world", ["sqlite", "postgresql"], indirect=True)
+
+
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    """Fake Discord + fake CometAPI + a folder for the bot; ends with `World.check_clean`."""
+async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
+    """Fake Discord + fake CometAPI + a folder for the bot, and its database (SQLite, or a
+    PostgreSQL schema of its own); ends with `World.check_clean`."""
     from tests.e2e.helpers import API_KEY, World  # helpers import this module
 
+    backend = getattr(request, "param", None) or os.environ.get(E2E_DATABASE_ENV) or "sqlite"
+    if backend not in ("sqlite", "postgresql"):
+        raise ValueError(f"{E2E_DATABASE_ENV} is sqlite or postgresql, not {backend!r}")
+    postgres_url = request.getfixturevalue("postgres_url") if backend == "postgresql" else None
     async with FakeDiscord() as discord, FakeCometAPI(api_key=API_KEY, finish_after=0.3) as api:
-        w = World(discord, api, tmp_path)
+        w = World(discord, api, tmp_path, postgres_url=postgres_url)
         yield w
         w.check_clean()

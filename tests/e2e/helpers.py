@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from PIL import Image
 
 from tests.e2e.conftest import BotProcess, run_bot_process
 from tests.fakes.cometapi import FakeCometAPI
 from tests.fakes.discord import FakeDiscord, FakeInteraction, RecordedRequest
+from tests.postgres import run_sync
 
 API_KEY = "sk-e2e-secret-cometapi-key-1234"
 EPHEMERAL = 1 << 6
@@ -31,23 +33,54 @@ def png(width: int = 400, height: int = 400, colour: tuple[int, int, int] = (200
 
 @dataclass
 class World:
-    """The fakes, the bot's files, and helpers to drive and inspect them."""
+    """The fakes, the bot's files, and helpers to drive and inspect them.
+
+    The bot's database is a SQLite file in `tmp`, or the PostgreSQL schema `postgres_url`
+    names (`World.rows` reads either the same way).
+    """
 
     discord: FakeDiscord
     api: FakeCometAPI
     tmp: Path
     processes: list[BotProcess] = field(default_factory=list)
+    postgres_url: str | None = None
 
     @property
     def database(self) -> Path:
+        """The SQLite file (when the world is on SQLite)."""
+        assert self.postgres_url is None, "this world's database is PostgreSQL: use rows()"
         return self.tmp / "bot.sqlite3"
+
+    @property
+    def database_url(self) -> str:
+        """The bot's DATABASE_URL."""
+        return self.postgres_url or f"sqlite:///{self.tmp / 'bot.sqlite3'}"
+
+    def rows(self, sql: str) -> list[dict[str, Any]]:
+        """Run one statement on the bot's database, as the bot left it; its rows as dicts."""
+        if self.postgres_url is None:
+            with contextlib.closing(sqlite3.connect(self.database)) as db:
+                db.row_factory = sqlite3.Row
+                found = [dict(row) for row in db.execute(sql)]
+                db.commit()
+                return found
+        url = self.postgres_url
+
+        async def fetch() -> list[dict[str, Any]]:
+            conn = await asyncpg.connect(url)
+            try:
+                return [dict(record) for record in await conn.fetch(sql)]
+            finally:
+                await conn.close()
+
+        return run_sync(fetch)
 
     def env(self, **extra: str) -> dict[str, str]:
         values = {
             "DISCORD_TOKEN": self.discord.token,
             "COMETAPI_KEY": API_KEY,
             "COMETAPI_BASE_URL": self.api.base_url,
-            "DATABASE_URL": f"sqlite:///{self.database}",
+            "DATABASE_URL": self.database_url,
             "MEDIA_DIR": str(self.tmp / "media"),
             "DISCORD_GUILD_IDS": str(self.discord.guild_id),
             "POLL_INTERVAL_SECONDS": "0.1",
@@ -140,9 +173,7 @@ class World:
 
     def tasks(self) -> list[dict[str, Any]]:
         """The task rows as the bot stored them."""
-        with contextlib.closing(sqlite3.connect(self.database)) as db:
-            db.row_factory = sqlite3.Row
-            return [dict(row) for row in db.execute("SELECT * FROM tasks ORDER BY id")]
+        return self.rows("SELECT * FROM tasks ORDER BY id")
 
     def check_clean(self) -> None:
         """Nothing Discord would refuse, nothing unknown, no secret anywhere."""

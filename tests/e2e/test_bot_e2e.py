@@ -16,12 +16,13 @@ import os
 import pytest
 from PIL import Image
 
-from tests.e2e.conftest import run_bot_process
+from tests.e2e.conftest import on_both_backends, run_bot_process
 from tests.e2e.helpers import EPHEMERAL, World, png
 from tests.fakes.cometapi import MP4_BYTES
 
 
 @pytest.mark.parametrize("count", [2, 4])
+@on_both_backends
 async def test_happy_path(world: World, count: int) -> None:
     images = [png(400 + 20 * i, 400, (40 * i, 90, 200)) for i in range(count)]
     async with world.bot():
@@ -190,6 +191,7 @@ async def test_no_thread_permission_delivers_in_the_channel(world: World) -> Non
     assert task["thread_id"] is None
 
 
+@on_both_backends
 async def test_quota_exhausted(world: World) -> None:
     async with world.bot(QUOTA_DAILY_PER_USER="1"):
         first = await world.video([png(), png()])
@@ -201,6 +203,7 @@ async def test_quota_exhausted(world: World) -> None:
     assert len(world.tasks()) == 1
 
 
+@on_both_backends
 async def test_twenty_users_at_once(world: World) -> None:
     world.api.finish_after = 0.2
     users = [world.discord.add_user(f"user{i}") for i in range(20)]
@@ -214,6 +217,7 @@ async def test_twenty_users_at_once(world: World) -> None:
     assert len(world.api.tasks) == 20
 
 
+@on_both_backends
 async def test_restart_after_sigkill_mid_task_delivers_once_and_buttons_still_work(
     world: World,
 ) -> None:
@@ -358,6 +362,18 @@ async def test_a_database_that_cant_be_opened_is_one_clear_line(world: World) ->
         code = await process.wait(30)
     assert code == 1
     assert "The database at" in process.output() and "Traceback" not in process.output()
+
+
+async def test_a_postgresql_server_that_cant_be_reached_is_one_clear_line(world: World) -> None:
+    url = "postgresql://bot:hunter2@127.0.0.1:1/kling"
+    async with run_bot_process(
+        "bot", world.env(DATABASE_URL=url), world.discord.url, fake=world.discord, ready=None
+    ) as process:
+        code = await process.wait(30)
+    output = process.output()
+    assert code == 1
+    assert "The database at postgresql://bot:***@127.0.0.1:1/kling can't be opened" in output
+    assert "hunter2" not in output and "Traceback" not in output
 
 
 async def test_a_deleted_thread_doesnt_strand_the_result(world: World) -> None:

@@ -9,13 +9,12 @@ failure notice, one status message showing the end, one log line, the private an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import sqlite3
 from typing import Any
 
 import pytest
 
+from tests.e2e.conftest import on_both_backends
 from tests.e2e.helpers import World, png
 from tests.fakes.discord import RecordedRequest
 
@@ -27,9 +26,7 @@ ADMIN_MEMBER = (
 
 def open_interactions(world: World) -> list[dict[str, Any]]:
     """The requests the bot still owes an answer, as stored."""
-    with contextlib.closing(sqlite3.connect(world.database)) as db:
-        db.row_factory = sqlite3.Row
-        return [dict(row) for row in db.execute("SELECT * FROM open_interactions")]
+    return world.rows("SELECT * FROM open_interactions")
 
 
 def status_state(world: World, task: dict[str, Any]) -> str:
@@ -70,6 +67,7 @@ def content_has(words: str) -> Any:
     return match
 
 
+@on_both_backends
 async def test_killed_while_fetching_the_images_the_request_resumes_once(world: World) -> None:
     hold = world.discord.hold_next("GET", r"^/attachments/")
     async with world.bot() as first:
@@ -108,9 +106,7 @@ async def test_killed_in_the_intake_after_the_token_ran_out_tells_the_user_once(
     hold.drop()
     # A long outage: the token is dead for Discord, and the bot's record says so too.
     interaction.token_ttl = 0
-    with contextlib.closing(sqlite3.connect(world.database)) as db:
-        db.execute("UPDATE open_interactions SET token_expires_at = 0")
-        db.commit()
+    world.rows("UPDATE open_interactions SET token_expires_at = 0")
     channel = str(world.discord.channel_id)
 
     def interrupted() -> list[dict[str, Any]]:

@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -53,9 +52,10 @@ class Poster:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[TaskStore]:
+async def store(database_url: str) -> AsyncIterator[TaskStore]:
+    """On both backends."""
     clock = Clock(utc(2026, 11, 10))
-    async with await TaskStore.open(f"sqlite:///{tmp_path}/bot.sqlite3", now=clock) as s:
+    async with await TaskStore.open(database_url, now=clock) as s:
         await s.set_log_channel(100, 500)
         await s.set_log_channel(101, 501)
         yield s

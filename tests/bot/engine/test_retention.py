@@ -75,11 +75,11 @@ async def remaining(store: TaskStore, tasks: list[Task]) -> list[bool]:
 
 
 async def test_old_finished_rows_go_after_their_files_and_what_the_quotas_read_stays(
-    tmp_path: Path,
+    tmp_path: Path, database_url: str
 ) -> None:
     clock = Clock()
     media = tmp_path / "media"
-    store = await TaskStore.open(f"sqlite:///{tmp_path}/bot.sqlite3", now=clock)
+    store = await TaskStore.open(database_url, now=clock)
     try:
         ends = [
             (60, TaskState.DELIVERED),  # 0: old, counted
@@ -121,10 +121,10 @@ async def test_old_finished_rows_go_after_their_files_and_what_the_quotas_read_s
         await store.close()
 
 
-async def test_a_longer_retention_keeps_rows_longer(tmp_path: Path) -> None:
+async def test_a_longer_retention_keeps_rows_longer(tmp_path: Path, database_url: str) -> None:
     clock = Clock()
     media = tmp_path / "media"
-    store = await TaskStore.open(f"sqlite:///{tmp_path}/bot.sqlite3", now=clock)
+    store = await TaskStore.open(database_url, now=clock)
     try:
         [task] = [await make_task(store, clock, 100, TaskState.DELIVERED, media / "inputs" / "a")]
         await sweep(media, store, clock, retention_days=90)
@@ -141,7 +141,7 @@ async def test_a_longer_retention_keeps_rows_longer(tmp_path: Path) -> None:
 
 
 async def test_the_sweep_removes_nothing_outside_media_dir(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str
 ) -> None:
     """A row whose input_dir is empty (the current folder: the database's) or elsewhere must
     never make the sweep delete that folder."""
@@ -152,7 +152,7 @@ async def test_the_sweep_removes_nothing_outside_media_dir(
     monkeypatch.chdir(here)
     clock = Clock()
     media = here / "media"
-    store = await TaskStore.open(f"sqlite:///{tmp_path}/bot.sqlite3", now=clock)
+    store = await TaskStore.open(database_url, now=clock)
     try:
         empty = await make_task(store, clock, 60, TaskState.FAILED, media / "inputs" / "x")
         await make_task(store, clock, 60, TaskState.FAILED, outside)

@@ -1,4 +1,4 @@
-"""Helpers of the store's tests: a settable clock, valid inserts, a look at SQLite itself."""
+"""Helpers of the store's tests: a settable clock, valid inserts, a look at the backend itself."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import aiosqlite
 
 from bot.quota import QuotaLimits
 from bot.store import InteractionKind, NewOpenInteraction, TaskStore
+from bot.store.postgres import PostgresDatabase
 from bot.store.sqlite import SqliteDatabase
 from bot.tasks import NewTask, Task, TaskOptions
 
@@ -50,9 +51,27 @@ def sqlite_connection(store: TaskStore) -> aiosqlite.Connection:
 
 
 async def schema_version(store: TaskStore) -> int:
-    """The schema version the database is at (SQLite's user_version)."""
+    """The schema version the database is at (SQLite's user_version, PostgreSQL's
+    schema_migrations)."""
+    if isinstance(store._db, PostgresDatabase):
+        async with store._db.connection() as conn:
+            rows = await conn.fetch("SELECT MAX(version) FROM schema_migrations")
+        return int(rows[0][0])
     rows = await sqlite_connection(store).execute_fetchall("PRAGMA user_version")
     return int(next(iter(rows))[0])
+
+
+async def in_transaction(store: TaskStore) -> bool:
+    """Whether a transaction is left open on the store's database (SQLite: its connection;
+    PostgreSQL: any session on the database but this look's own)."""
+    if isinstance(store._db, PostgresDatabase):
+        async with store._db.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'"
+            )
+        return bool(rows[0][0])
+    return sqlite_connection(store).in_transaction
 
 
 def new_interaction(interaction_id: int = 9001, **kw: Any) -> NewOpenInteraction:

@@ -1,6 +1,7 @@
-"""Crash-test worker: hammers a file database until it is killed (used by the crash test in tests/bot/store/test_sqlite.py).
+"""Crash-test worker: hammers a database until it is killed (used by the crash test in
+tests/bot/store/test_backends.py).
 
-Usage: python store_crash_worker.py DB_PATH LOG_PATH SEED
+Usage: python store_crash_worker.py DATABASE_URL LOG_PATH SEED
 Each committed write is appended to LOG_PATH *after* its commit returned:
 `R <id> <user>` (reserved), `T <id> <state>` (transitioned), `F <id>` (refunded).
 """
@@ -86,9 +87,9 @@ async def _worker(store: TaskStore, fd: int, rng: random.Random) -> None:
 
 async def main() -> None:
     """Open the store, say READY, and run a few concurrent workers."""
-    db, log, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    url, log, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    store = await TaskStore.open(f"sqlite:///{db}")
+    store = await TaskStore.open(url)
     _log(fd, "READY")
     await asyncio.gather(*(_worker(store, fd, random.Random(seed + i)) for i in range(3)))
 

@@ -16,7 +16,7 @@ from bot.pricing import PriceTable
 from bot.quota import QuotaExceeded, QuotaLimits
 from bot.store import TaskStore
 from bot.tasks import NewTask, TaskOptions, TaskState
-from tests.bot.store.helpers import DAY, UNLIMITED, Clock, new_task, sqlite_connection
+from tests.bot.store.helpers import DAY, UNLIMITED, Clock, in_transaction, new_task
 from tests.helpers import advance
 
 TABLE = PriceTable.default()  # 1, 2, 3.5 and 7 credits
@@ -77,7 +77,7 @@ async def test_a_price_that_crosses_the_member_limit_is_refused_with_what_frees_
     with pytest.raises(CreditsExceeded):
         await store.reserve(new_task(price_cents=1), UNLIMITED, credits=limits)
     assert (await store.usage_summary(100, since=0)).tasks == 5
-    assert not sqlite_connection(store).in_transaction
+    assert not await in_transaction(store)
     clock.t = first.created_at + DAY + 1  # the oldest left the window
     await store.reserve(priced(mode="pro", duration="10"), UNLIMITED, credits=limits)
 
@@ -182,21 +182,21 @@ IDS = ["member", "server", "bot-day", "bot-month"]
 
 @pytest.mark.parametrize("credits", LIMITS, ids=IDS)
 async def test_100_presses_at_once_never_spend_a_credit_past_the_limit(
-    file_store: TaskStore, credits: CreditLimits
+    shared_store: TaskStore, credits: CreditLimits
 ) -> None:
-    granted = await _race([file_store], credits, [PRO5] * 100)
+    granted = await _race([shared_store], credits, [PRO5] * 100)
     assert granted == [PRO5] * 5  # 17.5 credits; a sixth would be 21
     mixed = [STD5, STD10, PRO5, PRO10] * 25
-    more = await _race([file_store], credits, mixed)
+    more = await _race([shared_store], credits, mixed)
     assert sum(granted) + sum(more) <= 2000
     assert 2000 - sum(granted) - sum(more) < STD5  # the cheap ones filled it up to the cent
 
 
 @pytest.mark.parametrize("credits", LIMITS, ids=IDS)
 async def test_100_presses_at_once_over_two_connections(
-    tmp_path: Path, credits: CreditLimits
+    database_url: str, credits: CreditLimits
 ) -> None:
-    url = f"sqlite:///{tmp_path}/shared.sqlite3"
+    url = database_url
     a, b = await asyncio.gather(TaskStore.open(url), TaskStore.open(url))
     try:
         granted = await _race([a, b], credits, [PRO5, STD5] * 50)
@@ -212,8 +212,8 @@ async def test_100_presses_at_once_over_two_connections(
 # --- the month, a restart, a price change ------------------------------------------------------
 
 
-async def test_a_restart_mid_month_keeps_the_months_spend(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/bot.sqlite3"
+async def test_a_restart_mid_month_keeps_the_months_spend(database_url: str) -> None:
+    url = database_url
     clock = Clock(utc(2026, 10, 31, 23, 0))
     month = CreditLimits(monthly_global=2000)
     async with await TaskStore.open(url, now=clock) as store:
@@ -239,8 +239,10 @@ async def test_a_restart_mid_month_keeps_the_months_spend(tmp_path: Path) -> Non
         assert await store.month_spent() == 700
 
 
-async def test_a_price_change_never_changes_what_running_tasks_reserved(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/bot.sqlite3"
+async def test_a_price_change_never_changes_what_running_tasks_reserved(
+    database_url: str,
+) -> None:
+    url = database_url
     clock = Clock()
     limits = CreditLimits(daily_per_user=3000)
     async with await TaskStore.open(url, now=clock) as store:
@@ -268,8 +270,8 @@ async def test_a_price_change_never_changes_what_running_tasks_reserved(tmp_path
 async def test_rows_from_before_prices_are_priced_once_at_start(store: TaskStore) -> None:
     old = await store.reserve(new_task(options=TaskOptions(mode="pro", duration="10")), UNLIMITED)
     plain = await store.reserve(new_task(options=TaskOptions()), UNLIMITED)
-    conn = sqlite_connection(store)
-    await conn.execute("UPDATE tasks SET price_cents = NULL")  # as the migration leaves them
+    async with store._db.connection() as conn:  # as the migration leaves them
+        await conn.execute("UPDATE tasks SET price_cents = NULL")
     assert await store.price_unpriced(TABLE.price_of_options) == 2
     assert (await store.get(old.id)).price_cents == PRO10  # type: ignore[union-attr]
     assert (await store.get(plain.id)).price_cents == STD5  # type: ignore[union-attr]

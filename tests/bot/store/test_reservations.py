@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
@@ -19,8 +18,8 @@ from tests.bot.store.helpers import (
     DAY,
     UNLIMITED,
     Clock,
+    in_transaction,
     new_task,
-    sqlite_connection,
 )
 from tests.helpers import advance
 
@@ -121,7 +120,7 @@ async def test_quota_refusal_leaves_no_row_and_no_open_transaction(store: TaskSt
     with pytest.raises(QuotaExceeded):
         await store.reserve(new_task(), limits)
     assert (await store.usage_summary(100, since=0)).tasks == 1
-    assert not sqlite_connection(store).in_transaction
+    assert not await in_transaction(store)
 
 
 async def _race(stores: list[TaskStore], limits: QuotaLimits, n: int = 100) -> int:
@@ -144,10 +143,10 @@ async def _race(stores: list[TaskStore], limits: QuotaLimits, n: int = 100) -> i
     ids=["concurrent", "daily"],
 )
 async def test_100_concurrent_reservations_one_store(
-    file_store: TaskStore, limits: QuotaLimits
+    shared_store: TaskStore, limits: QuotaLimits
 ) -> None:
-    assert await _race([file_store], limits) == 5
-    assert await file_store.usage(user_id=42, since=0) == 5
+    assert await _race([shared_store], limits) == 5
+    assert await shared_store.usage(user_id=42, since=0) == 5
 
 
 @pytest.mark.parametrize(
@@ -156,9 +155,9 @@ async def test_100_concurrent_reservations_one_store(
     ids=["concurrent", "daily"],
 )
 async def test_100_concurrent_reservations_two_connections(
-    tmp_path: Path, limits: QuotaLimits
+    database_url: str, limits: QuotaLimits
 ) -> None:
-    url = f"sqlite:///{tmp_path}/shared.sqlite3"
+    url = database_url
     a, b = await asyncio.gather(TaskStore.open(url), TaskStore.open(url))  # race the migrations
     try:
         assert await _race([a, b], limits) == 5

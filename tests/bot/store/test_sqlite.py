@@ -1,36 +1,26 @@
-"""The SQLite backend: opening and its settings, migrations, crash safety."""
+"""The SQLite backend: opening and its settings, its migrations (crash safety, cancellation and
+what both backends share: test_backends.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import random
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from bot.credits import CreditKind
 from bot.pricing import PriceTable
-from bot.quota import QuotaLimits
 from bot.store import (
     MIGRATIONS,
     MigrationError,
     TaskStore,
 )
 from bot.tasks import (
-    ACTIVE,
-    TERMINAL,
     TaskOptions,
     TaskState,
 )
 from tests.bot.store.helpers import (
     by_external_id,
-    new_task,
     schema_version,
     sqlite_connection,
 )
@@ -59,7 +49,7 @@ async def test_open_memory_and_plain_path(tmp_path: Path) -> None:
 
 async def test_open_rejects_other_databases() -> None:
     with pytest.raises(ValueError):
-        await TaskStore.open("postgres://localhost/db")
+        await TaskStore.open("mysql://localhost/db")
 
 
 # --- migrations --------------------------------------------------------------------------------
@@ -157,117 +147,3 @@ async def test_refuses_newer_schema(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(MigrationError):
         await TaskStore.open(path)
-
-
-# --- crash safety ------------------------------------------------------------------------------
-
-WORKER = Path(__file__).with_name("store_crash_worker.py")
-CHAIN = ["queued", "submitting", "submitted", "processing", "succeeded", "delivered"]
-
-
-def _run_and_kill(db: Path, log: Path, seed: int, rng: random.Random) -> None:
-    """Start the worker, wait for READY, let it run 0.2–0.8 s, SIGKILL it."""
-    proc = subprocess.Popen([sys.executable, str(WORKER), str(db), str(log), str(seed)])
-    try:
-        deadline = time.monotonic() + 20
-        while not (log.exists() and b"READY" in log.read_bytes()):
-            assert proc.poll() is None, "worker died before READY"
-            assert time.monotonic() < deadline, "worker never became ready"
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0.2, 0.8))
-        assert proc.poll() is None, "worker exited on its own"
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-
-
-async def _check_invariants(db: Path, lines: list[str]) -> int:
-    """Reopen after the kill and check the database against itself and the worker's log."""
-    raw = sqlite3.connect(db)
-    assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-    assert raw.execute("PRAGMA foreign_key_check").fetchall() == []
-    required = ("external_task_id", "user_id", "channel_id", "locale", "prompt", "options",
-                "image_count", "input_dir", "state", "attempts", "quota_refunded",
-                "upload_limit", "created_at", "updated_at")  # fmt: skip
-    nulls = " OR ".join(f"{c} IS NULL" for c in required)
-    assert raw.execute(f"SELECT COUNT(*) FROM tasks WHERE {nulls}").fetchone()[0] == 0
-    states = {s for (s,) in raw.execute("SELECT DISTINCT state FROM tasks")}
-    assert states <= {s.value for s in TaskState}
-    terminal = ", ".join(f"'{s.value}'" for s in TERMINAL)
-    assert (
-        raw.execute(
-            f"SELECT COUNT(*) FROM tasks WHERE state IN ({terminal}) AND finished_at IS NULL"
-        ).fetchone()[0]
-        == 0
-    )
-    # the quota invariant held at every commit: never more than 3 unfinished per user
-    active = ", ".join(f"'{s.value}'" for s in ACTIVE)
-    worst = raw.execute(
-        f"SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM tasks WHERE state IN ({active}) "
-        "GROUP BY user_id)"
-    ).fetchone()[0]
-    assert worst is None or worst <= 3
-    rows = {
-        i: (u, s, r)
-        for i, u, s, r in raw.execute("SELECT id, user_id, state, quota_refunded FROM tasks")
-    }
-    untold = {i for (i,) in raw.execute("SELECT id FROM tasks WHERE notified_at IS NULL")}
-    direct = raw.execute(
-        "SELECT user_id, COUNT(*) FROM tasks WHERE quota_refunded = 0 AND quota_reset_at IS NULL "
-        "GROUP BY user_id"
-    ).fetchall()
-    raw.close()
-
-    async with await TaskStore.open(db) as store:
-        for user, count in direct:
-            assert await store.usage(user_id=user, since=0) == count
-        assert await store.usage(since=0) == sum(c for _, c in direct)
-        # the engine takes up every task not told yet: unfinished ones and untold endings
-        # (a delivered task is told by its video)
-        assert {t.id for t in await store.unfinished()} == {
-            i for i, (_, s, _) in rows.items() if s not in {t.value for t in TERMINAL}
-        } | {i for i, (_, s, _) in rows.items() if s != "delivered" and i in untold}
-        assert not untold & {i for i, (_, s, _) in rows.items() if s == "delivered"}
-
-    for line in lines:
-        parts = line.split()
-        if parts[0] == "R":
-            assert rows[int(parts[1])][0] == int(parts[2])
-        elif parts[0] == "T":
-            state = rows[int(parts[1])][1]
-            if parts[2] == "failed":
-                assert state == "failed"
-            else:
-                assert state == "failed" or CHAIN.index(state) >= CHAIN.index(parts[2])
-        elif parts[0] == "F":
-            assert rows[int(parts[1])][2] == 1
-    return len(lines)
-
-
-def test_sigkill_leaves_database_consistent(tmp_path: Path) -> None:
-    db = tmp_path / "crash" / "bot.sqlite3"
-    rng = random.Random(4)
-    logged = 0
-    for run in range(5):
-        log = tmp_path / f"run{run}.log"
-        _run_and_kill(db, log, seed=run * 10, rng=rng)
-        logged += asyncio.run(_check_invariants(db, log.read_text().splitlines()))
-    assert logged > 50  # the worker really did work between the kills
-
-
-async def test_cancelled_reservation_never_leaves_a_transaction_open(store: TaskStore) -> None:
-    limits = QuotaLimits(daily_per_user=1000)
-    for step in range(24):  # cancel at different points: before BEGIN, mid-way, at COMMIT
-        pending = asyncio.create_task(store.reserve(new_task(), limits))
-        await asyncio.sleep(step * 0.00003)
-        pending.cancel()
-        try:
-            await pending
-        except asyncio.CancelledError:
-            pass
-        # the connection is usable and out of any transaction afterwards
-        await store.reserve(new_task(user_id=2), limits)
-        assert not sqlite_connection(store).in_transaction
-    counts = (await store.usage_summary(100, since=0)).tasks
-    assert counts == 24 + await store.usage(user_id=1, since=0)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import replace
 
 import pytest
 
 from bot.store import (
+    ConstraintError,
     StaleTransition,
     TaskNotFound,
     TaskStore,
@@ -116,13 +116,14 @@ async def test_notes_are_written_beside_the_options_which_never_change(store: Ta
 async def test_unique_ids_are_enforced(store: TaskStore) -> None:
     a = await store.reserve(new_task(), UNLIMITED)
     b = await store.reserve(new_task(), UNLIMITED)
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(ConstraintError):  # the same error on every backend
         await store.reserve(new_task(external_task_id=a.external_task_id), UNLIMITED)
     await store.update(a.id, kling_task_id="same")
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(ConstraintError):
         await store.update(b.id, kling_task_id="same")
-    # the failed statement left no transaction open
+    # the failed statement left no transaction open, and nothing of it was written
     await store.reserve(new_task(), UNLIMITED)
+    assert await store.usage(since=0) == 3
 
 
 async def test_queries(store: TaskStore, clock: Clock) -> None:
@@ -175,3 +176,44 @@ async def test_endings_are_unfinished_until_told(store: TaskStore) -> None:
     assert [t.id for t in await store.unfinished()] == [failed.id]
     await store.update(failed.id, notified_at=5.0)
     assert await store.unfinished() == []
+
+
+async def test_the_same_values_come_back_on_every_backend(store: TaskStore, clock: Clock) -> None:
+    """64-bit snowflakes, times to the last bit of a double, the options' JSON as written."""
+    snowflake = 1_234_567_890_123_456_789
+    clock.t = 1_700_000_000.123_456_7
+    options = TaskOptions(
+        duration="10", mode="pro", negative_prompt="blur \u0000 ünï 🎥", cfg_scale=0.1
+    )
+    notes = TaskNotes(image_names=("één.png", 'a"b.png'))
+    task = await store.reserve(
+        new_task(
+            user_id=snowflake,
+            guild_id=snowflake + 1,
+            channel_id=2**63 - 1,
+            options=options,
+            notes=notes,
+            prompt="a 'quoted' ? prompt",
+        ),
+        UNLIMITED,
+    )
+    again = await store.get(task.id)
+    assert again == task
+    assert (task.user_id, task.guild_id, task.channel_id) == (snowflake, snowflake + 1, 2**63 - 1)
+    assert task.created_at == 1_700_000_000.123_456_7 and isinstance(task.created_at, float)
+    assert (task.options, task.notes, task.prompt) == (options, notes, "a 'quoted' ? prompt")
+    assert isinstance(task.id, int) and task.quota_refunded is False
+    moved = await store.transition(task.id, TaskState.SUBMITTING, video_bytes=2**40)
+    assert moved.video_bytes == 2**40 and moved.updated_at == clock.t
+    assert await store.usage(user_id=snowflake, guild_id=snowflake + 1, since=clock.t - 1) == 1
+
+
+async def test_a_nul_in_text_is_kept_alike_on_every_backend(store: TaskStore) -> None:
+    """PostgreSQL can't store NUL in text; a prompt (a user's) or a provider's message holding
+    one must neither fail there nor come back different elsewhere: U+FFFD on every backend."""
+    task = await store.reserve(new_task(prompt="cat\x00dog"), UNLIMITED)
+    assert task.prompt == "cat\ufffddog"
+    moved = await store.transition(task.id, TaskState.FAILED, status_message="bad\x00news")
+    assert moved.status_message == "bad\ufffdnews"
+    await store.set_meta("k\x00", "v\x00")
+    assert await store.get_meta("k\x00") == "v\ufffd"
