@@ -32,6 +32,7 @@ from bot.engine.config import EngineConfig
 from bot.engine.credit_alerts import CreditCapWatch
 from bot.engine.download import keep_video
 from bot.engine.gaps import PollGaps
+from bot.engine.leases import LeaseKeeper
 from bot.engine.notifier import Notifier
 from bot.engine.request import build_request
 from bot.engine.retention import sweep
@@ -52,7 +53,7 @@ from bot.kling.models import KlingTask, TaskStatus
 from bot.media import MediaStore
 from bot.ops import HEARTBEAT_KEY, HEARTBEAT_SECONDS
 from bot.quota import refund_due
-from bot.store import StaleTransition, TaskStore
+from bot.store import SlotRefused, StaleTransition, TaskStore
 from bot.tasks import FailureReason, Task, TaskState
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,15 @@ class TaskEngine:
         self.schedule = Schedule()
         self.steps = Steps(on_error=self._retry_later, on_done=self._wake.set)
         self.gaps = PollGaps(self.config, client, self.queue.at_provider)
+        self.leases = LeaseKeeper(
+            store,
+            self.config.process_name,
+            self.config.lease_seconds,
+            adopt=self._take_over,
+            lost=self._forget,
+            tracked=lambda: {*self.queue.waiting, *self.queue.at_provider, *self.schedule.ids()},
+            limiter=client.limiter,
+        )
         self._clock = clock
         self._delivery_attempts: dict[int, int] = {}
         self._stopping = False
@@ -107,8 +117,9 @@ class TaskEngine:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Pick up every unfinished task (queue order kept) and start the scheduler."""
-        for task in await self.store.unfinished():
+        """Pick up every unfinished task nobody else holds (queue order kept) and start the
+        scheduler."""
+        for task in await self.leases.start():
             self._adopt(task)
         if self.config.callback_listen_port is not None and self.config.callback_public_url:
             await self.callbacks.start(self.config.callback_listen_port)
@@ -136,6 +147,7 @@ class TaskEngine:
                 await background
         await self.steps.stop(SHUTDOWN_GRACE_SECONDS)
         await self.callbacks.stop()
+        await self.leases.stop()
         log.info("Engine stopped")
 
     def enqueue(self, task: Task) -> None:
@@ -164,6 +176,11 @@ class TaskEngine:
         action = self.schedule.pending(task_id)
         if action is not None:
             self._schedule(task_id, action, 0.0)
+
+    def _take_over(self, task: Task) -> None:
+        """Adopt a task another process held (or nobody did), unless it is already ours."""
+        if not self._stopping and not self._tracks(task.id):
+            self._adopt(task)
 
     def _adopt(self, task: Task) -> None:
         if task.state is TaskState.QUEUED:
@@ -215,7 +232,10 @@ class TaskEngine:
                 self.steps.spawn(None, beat)
             if self.cap_watch is not None and self.cap_watch.wants_check(now):
                 self.steps.spawn(None, self.cap_watch.run_check())
-            timeout = HEARTBEAT_SECONDS  # the loop comes round at least once per heartbeat
+            if self.leases.due():
+                self.steps.spawn(None, self.leases.keep())
+            # the loop comes round at least once per heartbeat and per look at the leases
+            timeout = min(HEARTBEAT_SECONDS, max(0.01, self.leases.until_due()))
             next_due = self.schedule.next_due()
             if next_due is not None:
                 timeout = min(timeout, max(0.0, next_due - time.monotonic()))
@@ -274,12 +294,22 @@ class TaskEngine:
         if self._timed_out(task):
             await self._time_out(task)
             return
-        task = await self.store.transition(
+        started = await self.store.start_submit(  # the provider's slot, counted over processes
             task.id,
-            TaskState.SUBMITTING,
+            self.leases.name,
+            self.leases.lease_seconds,
+            self.config.max_concurrent,
             attempts=task.attempts + 1,
             submit_posts=1,  # written before the POST it counts
         )
+        if started is SlotRefused.FULL:  # other processes' tasks fill the provider's slots
+            self.queue.put_back(task.id)
+            self.queue.pause(self.config.submit_backoff)
+            return
+        if started is SlotRefused.NOT_MINE:  # another process took the task over
+            self._forget(task.id)
+            return
+        task = started
         await self._tell(self.notifier.progress(task, None))
         await self._send(task)
 
@@ -467,6 +497,9 @@ class TaskEngine:
 
     async def _tell_ending(self, task: Task) -> None:
         """Tell the user why the task ended without a video; it is told once the notice is out."""
+        if not await self.leases.hold(task.id):
+            self._forget(task.id)
+            return
         try:
             await self.notifier.failed(task)
         except Exception:
@@ -488,6 +521,9 @@ class TaskEngine:
     async def _deliver(self, task: Task) -> None:
         if task.video_path is None and task.error_code is None:
             task = await keep_video(task, self.store, self.media, self.session, self.config)
+        if not await self.leases.hold(task.id):  # never delivered by two processes
+            self._forget(task.id)
+            return
         try:
             message_id = await self.notifier.deliver(task)
         except Exception:
