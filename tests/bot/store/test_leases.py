@@ -184,3 +184,21 @@ async def test_reservations_split_over_two_processes_stop_exactly_at_the_limit(
     assert sum(made) == 37
     summary = await other.usage_summary(100, since=0)
     assert summary.tasks == 37
+
+
+async def test_start_up_answers_only_what_no_live_process_owns(
+    store: TaskStore, clock: Clock
+) -> None:
+    old = await store.open_interaction(new_interaction(1))  # from before owners
+    mine = await store.open_interaction(new_interaction(2, owner="a"))
+    theirs = await store.open_interaction(new_interaction(3, owner="b"))
+    dead = await store.open_interaction(new_interaction(4, owner="c"))
+    assert mine.owner == "a" and old.owner is None
+    await store.register_process("a", LEASE)
+    await store.register_process("b", LEASE)
+    await store.register_process("c", LEASE)
+    await store.end_process("c")
+    clock.t += 1
+    assert [r.id for r in await store.left_open("a")] == [old.id, mine.id, dead.id]
+    clock.t += LEASE
+    assert [r.id for r in await store.left_open("a")] == [old.id, mine.id, theirs.id, dead.id]
