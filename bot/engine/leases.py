@@ -31,8 +31,6 @@ log = logging.getLogger(__name__)
 
 #: A lease is renewed this many times within its length (and a dead one taken over as often).
 RENEWALS_PER_LEASE = 3
-#: The most tasks one look takes over at once (the rest come with the next look).
-CLAIM_BATCH = 500
 
 
 class LeaseKeeper:
@@ -95,13 +93,12 @@ class LeaseKeeper:
         try:
             await self.store.heartbeat_process(self.name, self.lease_seconds)
             held = await self.store.renew(self.name, self.lease_seconds)
-            for task_id in set(self._tracked()) - held:  # not held: new, ended, or lost
-                owner, _ = await self.store.lease_of(task_id)
-                if owner is not None and owner != self.name:
-                    log.warning("Task %d: another process took it over; letting go", task_id)
-                    self._lost(task_id)
+            unheld = set(self._tracked()) - held  # new (nobody holds it yet), ended, or lost
+            for task_id in await self.store.held_by_others(unheld, self.name) if unheld else ():
+                log.warning("Task %d: another process took it over; letting go", task_id)
+                self._lost(task_id)
             await self._share_rate()
-            for task in await self.store.claim(self.name, self.lease_seconds, CLAIM_BATCH):
+            for task in await self.store.claim(self.name, self.lease_seconds):
                 # The takeover: a dead process's task (or one nobody held), adopted as at start.
                 log.info("Task %d: taken over (%s)", task.id, task.state.value)
                 self.taken_over += 1

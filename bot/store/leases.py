@@ -19,6 +19,7 @@ another. Every claim re-checks the lease in its UPDATE, so a task is never claim
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from enum import StrEnum
 from typing import Any
 
@@ -31,6 +32,8 @@ AT_PROVIDER = (TaskState.SUBMITTING, TaskState.SUBMITTED, TaskState.PROCESSING)
 AT_PROVIDER_SQL = ", ".join(f"'{s.value}'" for s in AT_PROVIDER)
 #: "This process may take the task": nobody holds it, it holds it, or the lease ran out.
 _FREE_FOR = "(lease_owner IS NULL OR lease_owner = ? OR lease_until < ?)"
+#: How many ids one `IN (...)` lists at most.
+_ID_CHUNK = 500
 #: Tasks still in their intake (the intake hands them over when it is done).
 _IN_INTAKE = (
     "SELECT task_id FROM open_interactions WHERE stage = 'reserved' AND task_id IS NOT NULL"
@@ -104,15 +107,17 @@ class LeaseRows(Rows):
     # --- leases --------------------------------------------------------------------------------
 
     async def claim(
-        self, owner: str, lease_seconds: float, limit: int = 1000, *, own: bool = False
+        self, owner: str, lease_seconds: float, limit: int | None = None, *, own: bool = False
     ) -> list[Task]:
-        """Take the lease on unfinished tasks nobody holds, or whose lease ran out, at most
-        `limit`, oldest first. `own`: also those `owner` still holds (its start after a restart).
+        """Take the lease on unfinished tasks nobody holds, or whose lease ran out (at most
+        `limit` of them, oldest first; None: all). `own`: also those `owner` still holds (its
+        start after a restart).
 
         Unfinished is what `unfinished` returns: the user wasn't told how the task ended, and
         its intake is done.
         """
         now = self._now()
+        limited = " LIMIT ?" if limit is not None else ""
         free = _FREE_FOR if own else "(lease_owner IS NULL OR lease_until < ?)"
         free_params = (owner, now) if own else (now,)
         async with self._db.transaction() as conn:
@@ -122,11 +127,17 @@ class LeaseRows(Rows):
                 # again for each row it updates, and each run skips the rows it just took.
                 "WITH picked AS MATERIALIZED ("
                 f"SELECT id FROM tasks WHERE notified_at IS NULL AND {free} "
-                f"AND id NOT IN ({_IN_INTAKE}) ORDER BY id LIMIT ?{self._row_locks()}) "
+                f"AND id NOT IN ({_IN_INTAKE}) ORDER BY id{limited}{self._row_locks()}) "
                 "UPDATE tasks SET lease_owner = ?, lease_until = ? "
                 f"WHERE id IN (SELECT id FROM picked) AND notified_at IS NULL AND {free} "
                 f"{RETURNING_TASK}",
-                (*free_params, limit, owner, now + lease_seconds, *free_params),
+                (
+                    *free_params,
+                    *([] if limit is None else [limit]),
+                    owner,
+                    now + lease_seconds,
+                    *free_params,
+                ),
             )
         return sorted(tasks, key=lambda task: task.id)
 
@@ -167,6 +178,21 @@ class LeaseRows(Rows):
                 "WHERE id = ? AND lease_owner = ?",
                 (task_id, owner),
             )
+
+    async def held_by_others(self, task_ids: Collection[int], owner: str) -> set[int]:
+        """Which of these tasks another process holds now (or held last)."""
+        ids = sorted(task_ids)
+        found: set[int] = set()
+        async with self._db.connection() as conn:
+            for start in range(0, len(ids), _ID_CHUNK):
+                chunk = ids[start : start + _ID_CHUNK]
+                rows = await conn.fetch(
+                    f"SELECT id FROM tasks WHERE id IN ({', '.join('?' for _ in chunk)}) "
+                    "AND lease_owner IS NOT NULL AND lease_owner <> ?",
+                    (*chunk, owner),
+                )
+                found.update(int(row[0]) for row in rows)
+        return found
 
     async def lease_of(self, task_id: int) -> tuple[str | None, float | None]:
         """Who holds a task's lease, and until when (for tests and the operator)."""

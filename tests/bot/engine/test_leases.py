@@ -159,3 +159,19 @@ def test_set_rate_changes_the_spacing() -> None:
     assert limiter.rate == 4
     with pytest.raises(ValueError, match="positive"):
         limiter.set_rate(0)
+
+
+async def test_an_engine_lets_go_of_a_task_another_took_over(world: World) -> None:
+    world.api.finish_after = 30.0
+    a = await world.engine(config("a"))
+    task = await world.new_task(a)
+    await world.until_state(task, TaskState.SUBMITTED)
+    assert a._tracks(task.id)
+    # a stalled past its lease meanwhile, and b took the task over
+    await world.store.release(task.id, "a")
+    assert await world.store.hold(task.id, "b", 60.0)
+    async with asyncio.timeout(5):
+        while a._tracks(task.id) or a.steps.busy(task.id):
+            await asyncio.sleep(0.05)
+    owner, _ = await world.store.lease_of(task.id)
+    assert owner == "b", "a never took it back"

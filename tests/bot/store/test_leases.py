@@ -202,3 +202,14 @@ async def test_start_up_answers_only_what_no_live_process_owns(
     assert [r.id for r in await store.left_open("a")] == [old.id, mine.id, dead.id]
     clock.t += LEASE
     assert [r.id for r in await store.left_open("a")] == [old.id, mine.id, theirs.id, dead.id]
+
+
+async def test_held_by_others(store: TaskStore) -> None:
+    tasks = [await store.reserve(new_task(), UNLIMITED) for _ in range(3)]
+    await store.hold(tasks[0].id, "a", LEASE)
+    await store.hold(tasks[1].id, "b", LEASE)
+    ids = [t.id for t in tasks]
+    assert await store.held_by_others(ids, "a") == {tasks[1].id}
+    assert await store.held_by_others(ids, "b") == {tasks[0].id}
+    assert await store.held_by_others([], "a") == set()
+    assert await store.held_by_others(list(range(10_000, 11_200)), "a") == set()
