@@ -65,6 +65,25 @@ async def test_the_video_is_posted_once_in_the_thread_even_when_asked_again(
     assert len(marked(fake, task.thread_id, task.id)) == 1, "posted once"
 
 
+async def test_a_link_in_the_channel_says_so_for_the_metrics(
+    fake: FakeDiscord, bot: ServiceBot
+) -> None:
+    task = await queued_task(fake, bot)
+    task = await advance(
+        bot.store,
+        task.id,
+        TaskState.SUCCEEDED,
+        video_url="https://v/2.mp4",
+        error_code=FailureReason.VIDEO_DOWNLOAD_FAILED.value,
+    )
+    body = {"message": "Unknown Channel", "code": 10003}
+    fake.inject_error("POST", rf"^/channels/{task.thread_id}/messages$", 404, body)
+    delivered = await DiscordNotifier(bot).deliver(task)
+    [result] = marked(fake, task.channel_id, task.id)
+    assert "https://v/2.mp4" in result["content"] and result["attachments"] == []
+    assert delivered == Delivered(int(result["id"]), "channel_link")
+
+
 async def test_a_failure_is_told_in_the_channel_when_the_thread_is_gone(
     fake: FakeDiscord, bot: ServiceBot
 ) -> None:
