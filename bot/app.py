@@ -211,7 +211,9 @@ class KlingBot(ServiceBot):
         if self.sync_only:
             return  # `python -m bot sync`: no engine; `_serve` closes after the login
         await self.engine.start()
-        self.metrics_server = await start_metrics_server(settings, self.store, self.metrics)
+        self.metrics_server = await start_metrics_server(
+            settings, self.store, self.metrics, lambda: self.engine.chores.beat_written
+        )
         # Read before the gateway connects: every record now is an earlier run's. discord.py
         # takes interactions at once but says `ready` seconds later, and the records this run
         # makes meanwhile are its own to answer, never the recovery's.

@@ -1,6 +1,11 @@
 """The metrics server as the bot runs it (METRICS_PORT): which process it speaks for, the
 gauges it reads from the store before each scrape, and `/healthz` from the engine's heartbeat.
 
+`/healthz` answers for this process: it reads when this process's engine last wrote its
+heartbeat (in memory), not the stored heartbeat, which with several processes on one database
+any of them may have written. A loop that stalls, or a database that refuses the writes,
+makes it 503 after `HEARTBEAT_MAX_AGE_SECONDS`.
+
 `bot.metrics` holds the facade and the HTTP server; this module ties them to the settings and
 the store, so `bot/app.py` only asks for a recorder and starts (and stops) the server.
 """
@@ -11,6 +16,7 @@ import errno
 import logging
 import re
 import socket
+from collections.abc import Callable
 
 from bot.config import Settings
 from bot.metrics import (
@@ -20,7 +26,7 @@ from bot.metrics import (
     heartbeat_check,
     metrics_for,
 )
-from bot.ops import HEARTBEAT_KEY, HEARTBEAT_MAX_AGE_SECONDS
+from bot.ops import HEARTBEAT_MAX_AGE_SECONDS
 from bot.store import TaskStore
 from bot.tasks import TaskState
 
@@ -60,9 +66,16 @@ async def refresh_task_gauges(store: TaskStore, metrics: MetricsRecorder) -> Non
 
 
 async def start_metrics_server(
-    settings: Settings, store: TaskStore, metrics: MetricsRecorder, *, host: str = METRICS_HOST
+    settings: Settings,
+    store: TaskStore,
+    metrics: MetricsRecorder,
+    heartbeat: Callable[[], float | None],
+    *,
+    host: str = METRICS_HOST,
 ) -> MetricsServer | None:
     """Serve `/metrics` and `/healthz` on METRICS_PORT; None when it is unset or can't be had.
+
+    `heartbeat` says when this process's engine last wrote its heartbeat (Unix time), or None.
 
     A port that can't be had (in use, or not allowed) is one error line for the operator; the
     bot runs on without metrics rather than leave its users without videos.
@@ -70,9 +83,11 @@ async def start_metrics_server(
     port = settings.metrics_port
     if port is None or not isinstance(metrics, Metrics):
         return None
-    health = heartbeat_check(
-        lambda: store.get_meta(HEARTBEAT_KEY), max_age=HEARTBEAT_MAX_AGE_SECONDS
-    )
+
+    async def own_heartbeat() -> float | None:
+        return heartbeat()
+
+    health = heartbeat_check(own_heartbeat, max_age=HEARTBEAT_MAX_AGE_SECONDS)
     server = MetricsServer(
         metrics,
         health,

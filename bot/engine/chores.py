@@ -3,6 +3,8 @@ the monthly cap's check.
 
 The scheduler loop asks `due` on every turn and runs what it gets as steps of no task; the loop
 comes round at least once per `HEARTBEAT_SECONDS`, so none of them waits longer than that.
+`beat_written` is when this process last wrote its heartbeat (kept in memory: with several
+processes on one database the stored one may be another's), for `/healthz`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class Chores:
         self._clock = clock
         self._last_sweep = 0.0
         self._last_beat = 0.0
+        self.beat_written: float | None = None
 
     def due(self, now: float) -> Iterator[Coroutine[Any, Any, None]]:
         """The jobs to run now (`now` is the loop's monotonic time, for the cap's check)."""
@@ -48,9 +51,13 @@ class Chores:
             yield self.sweep()
         if self._clock() - self._last_beat >= HEARTBEAT_SECONDS:
             self._last_beat = self._clock()
-            yield self.store.set_meta(HEARTBEAT_KEY, f"{self._last_beat:.3f}")
+            yield self._beat(self._last_beat)
         if self.cap_watch is not None and self.cap_watch.wants_check(now):
             yield self.cap_watch.run_check()
+
+    async def _beat(self, now: float) -> None:
+        await self.store.set_meta(HEARTBEAT_KEY, f"{now:.3f}")
+        self.beat_written = now
 
     async def sweep(self) -> None:
         """Remove old tasks' files, then old finished tasks' rows (`bot.engine.retention`)."""

@@ -102,18 +102,21 @@ async def test_the_server_serves_the_store_s_numbers_and_the_engine_s_health(
 ) -> None:
     port = free_port()
     metrics = Metrics("p", system=False)
+    beat: dict[str, float | None] = {"written": None}
     server = await start_metrics_server(
-        settings(metrics_port=port), store, metrics, host="127.0.0.1"
+        settings(metrics_port=port), store, metrics, lambda: beat["written"], host="127.0.0.1"
     )
     assert server is not None
     base = f"http://127.0.0.1:{port}"
     try:
         status, body = await get(base + "/healthz")
         assert status == 503 and "never written a heartbeat" in body
-        await store.set_meta(HEARTBEAT_KEY, f"{time.time():.3f}")
+        beat["written"] = time.time()
         status, body = await get(base + "/healthz")
         assert status == 200 and body.startswith("ok: ")
-        await store.set_meta(HEARTBEAT_KEY, f"{time.time() - 600:.3f}")
+        # Another process's fresh heartbeat in the store doesn't make this one healthy.
+        await store.set_meta(HEARTBEAT_KEY, f"{time.time():.3f}")
+        beat["written"] = time.time() - 600
         assert (await get(base + "/healthz"))[0] == 503, "a stalled engine is unhealthy"
 
         await store.reserve(new_task(), UNLIMITED)  # after the server started: read per scrape
@@ -127,7 +130,7 @@ async def test_the_server_serves_the_store_s_numbers_and_the_engine_s_health(
 
 
 async def test_metrics_off_starts_no_server(store: TaskStore) -> None:
-    assert await start_metrics_server(settings(), store, NullMetrics()) is None
+    assert await start_metrics_server(settings(), store, NullMetrics(), lambda: None) is None
 
 
 async def test_a_port_in_use_is_one_clear_line_and_the_bot_runs_on(
@@ -139,7 +142,11 @@ async def test_a_port_in_use_is_one_clear_line_and_the_bot_runs_on(
         port = taken.getsockname()[1]
         with caplog.at_level(logging.INFO):
             server = await start_metrics_server(
-                settings(metrics_port=port), store, Metrics("p", system=False), host="127.0.0.1"
+                settings(metrics_port=port),
+                store,
+                Metrics("p", system=False),
+                lambda: None,
+                host="127.0.0.1",
             )
     assert server is None
     [line] = [r for r in caplog.records if r.levelno >= logging.WARNING]

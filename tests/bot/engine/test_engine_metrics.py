@@ -3,6 +3,7 @@ deliveries, each matched against what the fake CometAPI actually received."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from bot.kling.client import KlingClient
 from bot.kling.errors import ApiTimeoutError, ConcurrencyLimitError, ServiceUnavailableError
 from bot.media import MediaStore
 from bot.metrics import Metrics
+from bot.ops import HEARTBEAT_KEY
 from bot.store import TaskStore
 from bot.tasks import TaskState
 from tests.bot.engine.test_machine import FAST, RecordingNotifier, World
@@ -82,6 +84,15 @@ async def test_a_delivery_that_fails_is_counted_once_it_goes_out(world: World) -
     await world.notifier.wait(lambda: len(world.notifier.delivered) == 1)
     await world.until_state(task, TaskState.DELIVERED)
     assert value(metrics, "kling_bot_deliveries_total", how="upload") == 1
+
+
+async def test_the_engine_knows_when_it_last_wrote_its_heartbeat(world: World) -> None:
+    engine = await metered_engine(world, Metrics(P, system=False))
+    async with asyncio.timeout(10):  # written on the loop's first turn
+        while engine.chores.beat_written is None:
+            await asyncio.sleep(0.01)
+    stored = await world.store.get_meta(HEARTBEAT_KEY)
+    assert stored is not None and float(stored) == pytest.approx(engine.chores.beat_written)
 
 
 async def test_an_unanswered_request_is_an_error_but_no_answer_time() -> None:
