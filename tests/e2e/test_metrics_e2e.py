@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -13,6 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot.config import load_settings
 from bot.monitoring import process_name
 from tests.e2e.helpers import World, png
+from tests.yaml_subset import load
+
+REPO = Path(__file__).resolve().parents[2]
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -37,6 +42,19 @@ async def scrape(base: str) -> Samples:
         for family in text_string_to_metric_families(body)
         for s in family.samples
     }
+
+
+async def compose_health_probe(port: int) -> int:
+    """Run the health check of `compose.sharded.yaml` against `port`; its exit status."""
+    bot = load((REPO / "compose.sharded.yaml").read_text())["services"]["bot-0"]
+    program, *args = bot["healthcheck"]["test"][1:]
+    inside = bot["environment"]["METRICS_PORT"]
+    assert program == "python"
+    args = [arg.replace(f":{inside}/", f":{port}/") for arg in args]
+    probe = await asyncio.create_subprocess_exec(
+        sys.executable, *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    return await probe.wait()
 
 
 async def test_metrics_and_health_of_a_running_bot(world: World) -> None:
@@ -67,8 +85,10 @@ async def test_metrics_and_health_of_a_running_bot(world: World) -> None:
         assert value(s, "kling_bot_queue_length") == 0
         assert s[("process_resident_memory_bytes", frozenset())] > 0
         assert (await get(base + "/healthz"))[0] == 200
+        assert await compose_health_probe(port) == 0, "Docker's check passes"
     with pytest.raises(aiohttp.ClientConnectionError):
         await get(base + "/metrics")  # stopped with the bot
+    assert await compose_health_probe(port) != 0
 
 
 async def test_a_taken_metrics_port_is_one_clear_line_and_the_bot_runs_on(world: World) -> None:
