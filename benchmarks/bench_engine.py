@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiohttp
 
 from bot.config import ImageTransport
-from bot.engine import RATE_HEADROOM, EngineConfig, TaskEngine
+from bot.engine import RATE_HEADROOM, Delivered, EngineConfig, TaskEngine
 from bot.kling.client import ClientTimeouts, KlingClient
 from bot.kling.ratelimit import RateLimiter
 from bot.media import MediaStore
@@ -239,11 +239,11 @@ class Notifier:
         if queue_position is not None:
             self.position_updates += 1
 
-    async def deliver(self, task: Task) -> int | None:
+    async def deliver(self, task: Task) -> Delivered:
         self.delivered_at.setdefault(task.id, time.monotonic())
         if self.expect and len(self.delivered_at) >= self.expect:
             self.done.set()
-        return 9000 + task.id
+        return Delivered(9000 + task.id, "upload")
 
     async def failed(self, task: Task) -> None:
         self.failures.append(task)

@@ -1,9 +1,9 @@
 """`KlingBot`: the discord.py bot that wires the services together and runs them.
 
 `setup_hook` creates the one aiohttp session, opens the store, loads the extensions in
-`EXTENSIONS`, starts the engine, answers the requests a killed run left open (once the bot is
-ready) and syncs the slash commands only when they changed. `close` stops the engine and then
-closes the session and the store. SIGTERM and SIGINT end the bot cleanly. `discord_identity` is
+`EXTENSIONS`, starts the engine and (with METRICS_PORT) the metrics server, answers the requests
+a killed run left open (once the bot is ready) and syncs the slash commands only when they
+changed. `close` stops the engine and the metrics server, then closes the session and the store. SIGTERM and SIGINT end the bot cleanly. `discord_identity` is
 the Discord half of `python -m bot check`: it asks Discord's REST API who the bot is (no
 gateway) and builds the invite link.
 """
@@ -34,6 +34,8 @@ from bot.kling.client import KlingClient
 from bot.kling.ratelimit import RateLimiter
 from bot.logs import setup_logging
 from bot.media import MediaStore
+from bot.metrics import MetricsServer
+from bot.monitoring import recorder_for, start_metrics_server
 from bot.ops import host_resolves
 from bot.store import StoreError, TaskStore
 from bot.strings import text
@@ -170,6 +172,8 @@ class KlingBot(ServiceBot):
         self.settings = settings
         self.force_sync = force_sync
         self.sync_only = sync_only
+        self.metrics = recorder_for(settings)
+        self.metrics_server: MetricsServer | None = None
 
     async def setup_hook(self) -> None:
         """Create the services, load the cogs, start the engine, sync commands if they changed."""
@@ -182,7 +186,9 @@ class KlingBot(ServiceBot):
             log.info("Priced %d task(s) from before prices existed with the current table", priced)
         self.media = MediaStore(settings.media_dir)
         limiter = RateLimiter(settings.api_max_queries_per_second)
-        self.kling = KlingClient.from_settings(self.session, settings, limiter=limiter)
+        self.kling = KlingClient.from_settings(
+            self.session, settings, limiter=limiter, metrics=self.metrics
+        )
         self.notifier = DiscordNotifier(self)
         cap_watch = CreditCapWatch(
             self.store,
@@ -198,6 +204,7 @@ class KlingBot(ServiceBot):
             self.media,
             EngineConfig.from_settings(settings),
             cap_watch=cap_watch,
+            metrics=self.metrics,
         )
         await self.tree.set_translator(KlingTranslator())
         self.tree.error(self.on_app_command_error)
@@ -213,6 +220,9 @@ class KlingBot(ServiceBot):
         if self.sync_only:
             return  # `python -m bot sync`: no engine; `_serve` closes after the login
         await self.engine.start()
+        self.metrics_server = await start_metrics_server(
+            settings, self.store, self.metrics, lambda: self.engine.chores.beat_written
+        )
         # Read before the gateway connects: every record now is an earlier run's. discord.py
         # takes interactions at once but says `ready` seconds later, and the records this run
         # makes meanwhile are its own to answer, never the recovery's.
@@ -233,10 +243,12 @@ class KlingBot(ServiceBot):
             log.info("Couldn't tell the user about the error")
 
     async def close(self) -> None:
-        """Stop the engine, then Discord, then the session and the store."""
+        """Stop the engine and the metrics, then Discord, then the session and the store."""
         engine = getattr(self, "engine", None)
         if engine is not None:
             await engine.stop()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         notifier = getattr(self, "notifier", None)
         if notifier is not None:
             await notifier.flush()

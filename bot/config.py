@@ -143,6 +143,9 @@ class Settings(BaseSettings):
     callback_public_url: str | None = None
     callback_listen_port: int | None = Field(default=None, ge=1, le=65535)
 
+    # --- metrics (optional): /metrics and /healthz ---
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+
     # --- logging ---
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.TEXT
@@ -319,6 +322,15 @@ class Settings(BaseSettings):
         if (self.callback_public_url is None) != (self.callback_listen_port is None):
             raise ValueError(
                 "CALLBACK_PUBLIC_URL and CALLBACK_LISTEN_PORT go together: set both, or neither"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _one_port_each(self) -> Settings:
+        """The metrics and the callbacks can't listen on the same port."""
+        if self.metrics_port is not None and self.metrics_port == self.callback_listen_port:
+            raise ValueError(
+                "METRICS_PORT and CALLBACK_LISTEN_PORT are the same port: give each its own"
             )
         return self
 

@@ -7,6 +7,8 @@
 - `gaps`: how long the engine waits between two polls of a task
 - `request`: what is POSTed for a task
 - `callbacks`: the listener for the provider's notices
+- `chores`: the periodic jobs (heartbeat, retention sweep, the cap's check)
+- `troubles`: operator problems told once per kind, endings asked again
 - `download`: the video, fetched once into MEDIA_DIR
 - `retention`: old files and rows removed
 - `credit_alerts`: the monthly cap's alerts, each exactly once per month and place
@@ -20,13 +22,14 @@ from bot.engine.config import EngineConfig
 from bot.engine.credit_alerts import CreditCapWatch
 from bot.engine.gaps import RATE_HEADROOM
 from bot.engine.machine import TaskEngine
-from bot.engine.notifier import Notifier
+from bot.engine.notifier import Delivered, Notifier
 from bot.engine.retention import ROW_RETENTION_FLOOR_SECONDS
 
 __all__ = [
     "RATE_HEADROOM",
     "ROW_RETENTION_FLOOR_SECONDS",
     "CreditCapWatch",
+    "Delivered",
     "EngineConfig",
     "Notifier",
     "TaskEngine",

@@ -11,9 +11,10 @@ One scheduler loop drives the parts, each in its own module: the `Schedule` of d
 (the durable-timer pattern; the loop is woken early through an `asyncio.Event` by new tasks and
 callbacks), the `SubmitQueue` (at most `max_concurrent` tasks at the provider), the `PollGaps`
 (from `poll_interval` to `poll_max_interval`, within the client's shared rate limit), the
-`Steps` in flight, the `CallbackServer`, the video download (`keep_video`) and the retention
-`sweep`. The engine never imports discord: it tells a `Notifier`, which the Discord side
-implements.
+`Steps` in flight, the `CallbackServer`, the video download (`keep_video`) and the periodic
+`Chores` (heartbeat, retention sweep, the cap's check). It records polls and deliveries in a
+`MetricsRecorder`. The engine never imports discord: it tells a `Notifier`, which the Discord
+side implements.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import Any
 
 import aiohttp
 
 from bot.engine.callbacks import CallbackServer
+from bot.engine.chores import Chores
 from bot.engine.config import EngineConfig
 from bot.engine.credit_alerts import CreditCapWatch
 from bot.engine.download import keep_video
@@ -35,10 +38,10 @@ from bot.engine.gaps import PollGaps
 from bot.engine.leases import LeaseKeeper
 from bot.engine.notifier import Notifier
 from bot.engine.request import build_request
-from bot.engine.retention import sweep
 from bot.engine.schedule import Action, Schedule
 from bot.engine.steps import Steps
 from bot.engine.submit_queue import SubmitQueue
+from bot.engine.troubles import EndingRetries, OperatorAlerts
 from bot.kling.client import KlingClient
 from bot.kling.errors import (
     ConcurrencyLimitError,
@@ -51,16 +54,15 @@ from bot.kling.errors import (
 )
 from bot.kling.models import KlingTask, TaskStatus
 from bot.media import MediaStore
-from bot.ops import HEARTBEAT_KEY, HEARTBEAT_SECONDS
+from bot.metrics import MetricsRecorder, NullMetrics
+from bot.ops import HEARTBEAT_SECONDS
 from bot.quota import refund_due
 from bot.store import SlotRefused, StaleTransition, TaskStore
 from bot.tasks import FailureReason, Task, TaskState
 
 log = logging.getLogger(__name__)
 
-DELIVERY_ATTEMPTS = 8
 SHUTDOWN_GRACE_SECONDS = 10.0
-RETENTION_SWEEP_SECONDS = 3600.0
 
 
 class TaskEngine:
@@ -77,9 +79,11 @@ class TaskEngine:
         *,
         clock: Callable[[], float] = time.time,
         cap_watch: CreditCapWatch | None = None,
+        metrics: MetricsRecorder | None = None,
     ) -> None:
         self.store = store
         self.cap_watch = cap_watch  # the monthly cap's alerts
+        self.metrics = metrics or NullMetrics()
         self.client = client
         self.notifier = notifier
         self.session = session
@@ -107,12 +111,11 @@ class TaskEngine:
             limiter=client.limiter,
         )
         self._clock = clock
-        self._delivery_attempts: dict[int, int] = {}
+        self.retries = EndingRetries(self.config)  # endings the notifier couldn't hand over
         self._stopping = False
         self._background: list[asyncio.Task[None]] = []  # the scheduler and the queue's places
-        self._operator_alerted: set[type[KlingError]] = set()
-        self._last_sweep = 0.0
-        self._last_beat = 0.0
+        self.operator = OperatorAlerts()
+        self.chores = Chores(store, media, self.config, clock=clock, cap_watch=cap_watch)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -206,7 +209,7 @@ class TaskEngine:
     def _forget(self, task_id: int) -> None:
         self.schedule.cancel(task_id)
         self.gaps.forget(task_id)
-        self._delivery_attempts.pop(task_id, None)
+        self.retries.forget(task_id)
         if task_id in self.queue.at_provider:
             self.queue.at_provider.discard(task_id)
             self._wake.set()  # a slot at the provider is free
@@ -223,15 +226,8 @@ class TaskEngine:
                     continue
                 cancellable = action in (Action.POLL, Action.RESOLVE)
                 self.steps.spawn(task_id, self._act(task_id, action), cancellable=cancellable)
-            if self._clock() - self._last_sweep > RETENTION_SWEEP_SECONDS:
-                self._last_sweep = self._clock()
-                self.steps.spawn(None, self._sweep_retention())
-            if self._clock() - self._last_beat >= HEARTBEAT_SECONDS:
-                self._last_beat = self._clock()
-                beat = self.store.set_meta(HEARTBEAT_KEY, f"{self._last_beat:.3f}")
-                self.steps.spawn(None, beat)
-            if self.cap_watch is not None and self.cap_watch.wants_check(now):
-                self.steps.spawn(None, self.cap_watch.run_check())
+            for chore in self.chores.due(now):
+                self.steps.spawn(None, chore)
             if self.leases.due():
                 self.steps.spawn(None, self.leases.keep())
             # the loop comes round at least once per heartbeat and per look at the leases
@@ -342,7 +338,7 @@ class TaskEngine:
             )
             await self._fail(task, reason, error.api_message or error.user_text)
         except OperatorError as error:
-            self._alert_operator(error)
+            self.operator.alert(error)
             await self._fail(task, FailureReason.OPERATOR, error.user_text)
         except TransientError as error:  # clearly not created (refused or never sent)
             await self._back_to_queue(task, str(error))
@@ -391,6 +387,7 @@ class TaskEngine:
     async def _poll(self, task: Task) -> None:
         """Ask the provider; a task past its time-out gets this last look before it ends."""
         assert task.kling_task_id is not None
+        self.metrics.count_poll()
         try:
             remote = await self.client.get_task(task.kling_task_id)
         except KlingError as error:  # time-outs, 5xx, 429 after retries, a vanished task, the key
@@ -398,7 +395,7 @@ class TaskEngine:
                 await self._time_out(task)
                 return
             if isinstance(error, OperatorError):
-                self._alert_operator(error)
+                self.operator.alert(error)
                 self._schedule(task.id, Action.POLL, self.config.poll_max_interval)
                 return
             level = logging.WARNING if isinstance(error, TaskNotFoundError) else logging.INFO
@@ -454,38 +451,29 @@ class TaskEngine:
         return self._clock() - started > self.config.task_timeout
 
     async def _time_out(self, task: Task) -> None:
-        try:
-            task = await self.store.transition(
-                task.id,
-                TaskState.TIMED_OUT,
-                error_code=FailureReason.TIMED_OUT.value,
-                status_message=f"not finished after {self.config.task_timeout:g} s",
-            )
-        except StaleTransition:
-            return
-        task = await self._settle_quota(task)
-        self._forget(task.id)
-        log.info("Task %d timed out", task.id)
-        await self._tell_ending(task)
+        message = f"not finished after {self.config.task_timeout:g} s"
+        await self._end(task, TaskState.TIMED_OUT, FailureReason.TIMED_OUT, message)
 
     async def _fail(
         self, task: Task, reason: FailureReason, message: str, charged: str | None = None
     ) -> None:
-        """End a task as failed, give its quota back and tell the user; `charged` is what the
-        provider's last answer said it deducted, if it said."""
+        """End a task as failed; `charged` is what the provider's last answer said it deducted,
+        if it said."""
+        await self._end(task, TaskState.FAILED, reason, message, provider_deduction=charged)
+
+    async def _end(
+        self, task: Task, state: TaskState, reason: FailureReason, message: str, **fields: Any
+    ) -> None:
+        """End a task without a video, give its quota back when due and tell the user."""
         try:
             task = await self.store.transition(
-                task.id,
-                TaskState.FAILED,
-                error_code=reason.value,
-                status_message=message,
-                provider_deduction=charged,
+                task.id, state, error_code=reason.value, status_message=message, **fields
             )
         except StaleTransition:
             return
         task = await self._settle_quota(task)
         self._forget(task.id)
-        log.info("Task %d failed (%s): %s", task.id, reason.value, message)
+        log.info("Task %d ended %s (%s): %s", task.id, state.value, reason.value, message)
         await self._tell_ending(task)
 
     async def _settle_quota(self, task: Task) -> Task:
@@ -508,14 +496,6 @@ class TaskEngine:
         await self.store.update(task.id, notified_at=self._clock())
         self._forget(task.id)
 
-    def _alert_operator(self, error: OperatorError) -> None:
-        """Log an operator problem loudly, once per kind, not once per task."""
-        if type(error) in self._operator_alerted:
-            log.debug("Operator problem again: %s", error)
-            return
-        self._operator_alerted.add(type(error))
-        log.error("OPERATOR ACTION NEEDED: %s. Hint: %s.", error, error.hint)
-
     # --- the video ------------------------------------------------------------------------
 
     async def _deliver(self, task: Task) -> None:
@@ -525,33 +505,24 @@ class TaskEngine:
             self._forget(task.id)
             return
         try:
-            message_id = await self.notifier.deliver(task)
+            delivered = await self.notifier.deliver(task)
         except Exception:
             self._notifier_failed(task, Action.DELIVER, "delivery")
             return
+        self.metrics.count_delivery(delivered.how)
         with contextlib.suppress(StaleTransition):
-            await self.store.transition(task.id, TaskState.DELIVERED, result_message_id=message_id)
+            await self.store.transition(
+                task.id, TaskState.DELIVERED, result_message_id=delivered.message_id
+            )
         self._forget(task.id)
 
     def _notifier_failed(self, task: Task, action: Action, what: str) -> None:
         """The notifier couldn't hand an ending over: try again later, a few times."""
-        attempts = self._delivery_attempts.get(task.id, 0) + 1
-        self._delivery_attempts[task.id] = attempts
-        if attempts >= DELIVERY_ATTEMPTS:
-            log.exception(
-                "Task %d: %s failed %d times; giving up until restart", task.id, what, attempts
-            )
+        delay = self.retries.failed(task.id, what)
+        if delay is None:
             self._forget(task.id)
-            return
-        delay = min(self.config.poll_max_interval, self.config.poll_interval * 2**attempts)
-        log.warning(
-            "Task %d: %s failed; retry %d in %.0f s", task.id, what, attempts, delay, exc_info=True
-        )
-        self._schedule(task.id, action, delay)
-
-    async def _sweep_retention(self) -> None:
-        """Remove old tasks' files, then old finished tasks' rows (`bot.engine.retention`)."""
-        await sweep(self.store, self.media, self._clock(), self.config.retention_seconds)
+        else:
+            self._schedule(task.id, action, delay)
 
     async def _tell(self, call: Awaitable[None]) -> None:
         """Tell the notifier; its failure never stops the engine."""

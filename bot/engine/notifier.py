@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from bot.tasks import Task
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """A result handed over: the message that carries it, and how it went (for the metrics).
+
+    `how` is one of a few words the notifier chooses (the Discord side: `upload` or `link`, and
+    where: `thread_upload`, `dm_link`, …; `again` for an ending already out before a restart).
+    """
+
+    message_id: int | None
+    how: str = "unknown"
 
 
 class Notifier(Protocol):
@@ -17,9 +30,9 @@ class Notifier(Protocol):
     async def progress(self, task: Task, queue_position: int | None) -> None:
         """The task moved (state or queue position); update what the user sees."""
 
-    async def deliver(self, task: Task) -> int | None:
+    async def deliver(self, task: Task) -> Delivered:
         """Hand the finished video over (the file at `video_path`, else the link in `video_url`
-        with the reason in `error_code`); return the id of the message that carries it.
+        with the reason in `error_code`); say which message carries it, and how it went.
 
         Must be idempotent: after a crash it may be asked again for a task it already delivered.
         """

@@ -9,6 +9,9 @@ Every answer ends as a `KlingTask` or as one of the errors in `bot.kling.errors`
 the peer sends: the body is read whole however it arrives (in pieces, chunked, gzip, with or
 without a length) up to `MAX_BODY_BYTES`, JSON nested deeper than `MAX_JSON_DEPTH` is refused,
 and a `Retry-After` that is neither seconds nor a valid date is ignored.
+
+Each request is measured: the time to a whole answer (route `submit` or `query`) and every
+error by its class name go to the `MetricsRecorder` (nothing, when metrics are off).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from bot.kling.errors import (
 )
 from bot.kling.models import Envelope, KlingTask, MultiImageRequest
 from bot.kling.ratelimit import RateLimiter
+from bot.metrics import MetricsRecorder, NullMetrics
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +84,10 @@ class KlingClient:
         backoff_cap: float = 30.0,
         limiter: RateLimiter | None = None,  # spaces every request of the process
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        metrics: MetricsRecorder | None = None,
     ) -> None:
         self._session = session
+        self.metrics = metrics or NullMetrics()
         self.base_url = base_url.rstrip("/")
         self._key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
         self.timeouts = timeouts or ClientTimeouts()
@@ -98,6 +104,7 @@ class KlingClient:
         settings: Settings,
         *,
         limiter: RateLimiter | None = None,
+        metrics: MetricsRecorder | None = None,
     ) -> KlingClient:
         """Build the client the bot uses, from its settings."""
         return cls(
@@ -111,6 +118,7 @@ class KlingClient:
             ),
             max_retries=settings.api_max_retries,
             limiter=limiter,
+            metrics=metrics,
         )
 
     # --- public API -------------------------------------------------------------------
@@ -205,8 +213,29 @@ class KlingClient:
     async def _request_task(
         self, method: str, path: str, body: dict[str, Any] | None, *, submit: bool
     ) -> KlingTask:
+        """One request, measured: its answer time (once an answer came) and its error's kind."""
         if self.limiter is not None:
             await self.limiter.acquire()
+        started = time.monotonic()
+        try:
+            status, raw, retry_after = await self._exchange(method, path, body, submit=submit)
+        except (_NotSent, _Ambiguous) as error:
+            self.metrics.count_error(error.cause)
+            raise
+        self.metrics.observe_answer(time.monotonic() - started, "submit" if submit else "query")
+        try:
+            return self._parse(status, raw, retry_after, lookup=not submit)
+        except (_NotSent, _Ambiguous) as error:
+            self.metrics.count_error(error.cause)
+            raise
+        except KlingError as error:
+            self.metrics.count_error(error)
+            raise
+
+    async def _exchange(
+        self, method: str, path: str, body: dict[str, Any] | None, *, submit: bool
+    ) -> tuple[int, bytes | None, float | None]:
+        """Send the request; its status, its body (None when over the cap), its Retry-After."""
         total = self.timeouts.submit if submit else self.timeouts.query
         timeout = aiohttp.ClientTimeout(total=total, sock_connect=self.timeouts.connect)
         headers = {
@@ -233,7 +262,7 @@ class KlingClient:
             raise _Ambiguous(
                 ApiTimeoutError(f"connection failed: {type(error).__name__}")
             ) from None
-        return self._parse(status, raw, _retry_after(retry_after_header), lookup=not submit)
+        return status, raw, _retry_after(retry_after_header)
 
     def _parse(
         self, status: int, raw: bytes | None, retry_after: float | None, *, lookup: bool

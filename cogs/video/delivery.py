@@ -25,6 +25,7 @@ from typing import Any
 import discord
 
 from bot.credits import CreditAlert, monthly_alert_text
+from bot.engine.notifier import Delivered
 from bot.strings import text
 from bot.tasks import Task, TaskState
 from cogs.messages import MESSAGE_MAX, clip, failure_reason, jump_url, link_guild, timestamp
@@ -36,6 +37,22 @@ from cogs.video.status import edit_status
 log = logging.getLogger(__name__)
 
 EDIT_INTERVAL = 5.0
+#: How a delivery went, for the metrics, when the ending was out before (a restart came between).
+ALREADY_OUT = "again"
+
+
+def delivery_how(task: Task, message: discord.Message) -> str:
+    """How a result went out, in a few words for the metrics: where (`thread`, `channel`, `dm`)
+    and what (`upload`, the file; `link`, the video's address), e.g. `thread_upload`."""
+    channel_id = message.channel.id
+    where = (
+        "thread"
+        if channel_id == task.thread_id
+        else "channel"
+        if channel_id == task.channel_id
+        else "dm"
+    )
+    return f"{where}_{'upload' if message.attachments else 'link'}"
 
 
 class DiscordNotifier:
@@ -58,17 +75,17 @@ class DiscordNotifier:
             wait = self._last_edit.get(task.id, 0.0) + EDIT_INTERVAL - time.monotonic()
             self._pending[task.id] = asyncio.create_task(self._edit_later(task.id, max(0.0, wait)))
 
-    async def deliver(self, task: Task) -> int | None:
-        """Post the video (or its link) for the owner, once; return the message id.
+    async def deliver(self, task: Task) -> Delivered:
+        """Post the video (or its link) for the owner, once; say which message and how.
 
         Idempotent: asked again (after a crash, or after a step failed) it finds what is out
         already and does only the rest — the final status edit and the log-channel line.
         """
-        message_id, channel_id = await self._ending_message(task, self._post_result)
+        message_id, channel_id, how = await self._ending_message(task, self._post_result)
         link = jump_url(link_guild(task), channel_id, message_id)
         await self._finish_status(task, link)
         await self._log_line(task, link)
-        return message_id
+        return Delivered(message_id, how)
 
     async def failed(self, task: Task) -> None:
         """Say in the thread why the task ended without a video, and about the quota; once.
@@ -170,20 +187,23 @@ class DiscordNotifier:
 
     async def _ending_message(
         self, task: Task, post: Callable[[Task], Awaitable[discord.Message]]
-    ) -> tuple[int, int]:
-        """The ending's message (its id, its channel): the one already out, else a new post.
+    ) -> tuple[int, int, str]:
+        """The ending's message (its id, its channel, how it went out — `delivery_how`): the
+        one already out, else a new post.
 
         Its id is stored at once, so a crash after this needs no search.
         """
         if task.result_message_id is not None:
-            return task.result_message_id, task.thread_id or task.channel_id
+            return task.result_message_id, task.thread_id or task.channel_id, ALREADY_OUT
         found = await self._find_ending(task)
         if found is not None:
             log.info("Task %d: its ending is already out as message %d", task.id, found.id)
+            how = ALREADY_OUT
         else:
             found = await post(task)
+            how = delivery_how(task, found)
         await self.bot.store.update(task.id, result_message_id=found.id)
-        return found.id, found.channel.id
+        return found.id, found.channel.id, how
 
     async def _find_ending(self, task: Task) -> discord.Message | None:
         """The bot's own earlier result or notice for this task, if a crash hid it from the store.

@@ -59,6 +59,9 @@ def test_guild_ids_accept_commas_and_spaces(monkeypatch: pytest.MonkeyPatch) -> 
         ("LOG_LEVEL", "LOUD"),
         ("IMAGE_TRANSPORT", "carrier-pigeon"),
         ("KLING_MAX_CONCURRENT_TASKS", "0"),
+        ("METRICS_PORT", "0"),
+        ("METRICS_PORT", "65536"),
+        ("METRICS_PORT", "nine-one-hundred"),
     ],
 )
 def test_malformed_settings_name_the_variable(
@@ -130,6 +133,22 @@ def test_callbacks_need_url_and_port_together(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(SettingsError) as caught:
         load_settings(discord_token="t", cometapi_key="k", _env_file=None)
     assert "CALLBACK_LISTEN_PORT" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_metrics_are_off_unless_a_port_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings(discord_token="t", cometapi_key="k", _env_file=None).metrics_port is None
+    monkeypatch.setenv("METRICS_PORT", "9100")
+    assert load_settings(discord_token="t", cometapi_key="k", _env_file=None).metrics_port == 9100
+
+
+def test_metrics_and_callbacks_need_their_own_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALLBACK_PUBLIC_URL", "https://bot.example.org")
+    monkeypatch.setenv("CALLBACK_LISTEN_PORT", "8080")
+    monkeypatch.setenv("METRICS_PORT", "8080")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(discord_token="t", cometapi_key="k", _env_file=None)
+    message = str(caught.value)
+    assert "METRICS_PORT" in message and "CALLBACK_LISTEN_PORT" in message and "\n" not in message
 
 
 def test_one_missing_setting_reads_naturally() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.engine import EngineConfig, TaskEngine
+from bot.engine import Delivered, EngineConfig, TaskEngine
 from bot.kling.client import KlingClient
 from bot.logs import current_task_id, setup_logging
 from bot.media import MediaStore
@@ -141,9 +141,9 @@ class SilentNotifier:
     async def progress(self, task: object, queue_position: int | None) -> None:
         """Nothing to tell."""
 
-    async def deliver(self, task: object) -> int | None:
+    async def deliver(self, task: object) -> Delivered:
         """Never called here."""
-        return None
+        return Delivered(None)
 
     async def failed(self, task: object) -> None:
         """Never called here."""

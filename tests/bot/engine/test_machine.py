@@ -19,6 +19,7 @@ from PIL import Image
 from bot.credits import CreditAlert
 from bot.engine import CreditCapWatch, EngineConfig, TaskEngine, new_callback_token
 from bot.engine.callbacks import callback_url
+from bot.engine.notifier import Delivered
 from bot.engine.request import build_request
 from bot.kling.client import ClientTimeouts, KlingClient
 from bot.kling.ratelimit import RateLimiter
@@ -61,14 +62,14 @@ class RecordingNotifier:
         async with self.events:
             self.events.notify_all()
 
-    async def deliver(self, task: Task) -> int | None:
+    async def deliver(self, task: Task) -> Delivered:
         if self.fail_deliveries > 0:
             self.fail_deliveries -= 1
             raise RuntimeError("Discord is down")
         self.delivered.append(task)
         async with self.events:
             self.events.notify_all()
-        return 9000 + task.id
+        return Delivered(9000 + task.id, "upload")
 
     async def failed(self, task: Task) -> None:
         if self.fail_notices > 0:
@@ -578,7 +579,7 @@ async def test_retention_removes_old_inputs_and_videos(world: World) -> None:
     await asyncio.sleep(0.05)
     done = await world.state(task)
     assert Path(done.input_dir).exists()
-    await engine._sweep_retention()
+    await engine.chores.sweep()
     assert not Path(done.input_dir).exists()
     assert done.video_path and not Path(done.video_path).exists()
     assert (await world.state(task)).inputs_removed_at is not None

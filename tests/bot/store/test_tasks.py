@@ -145,6 +145,19 @@ async def test_queries(store: TaskStore, clock: Clock) -> None:
     assert sum(counts.values()) == 5
 
 
+async def test_tasks_are_counted_by_state_for_the_metrics(store: TaskStore) -> None:
+    assert await store.count_by_state() == dict.fromkeys(TaskState, 0)
+    ids = [(await store.reserve(new_task(user_id=u), UNLIMITED)).id for u in (1, 2, 3, 4)]
+    await store.transition(ids[0], TaskState.SUBMITTING)
+    await advance(store, ids[1], TaskState.DELIVERED)
+    await store.transition(ids[2], TaskState.FAILED)
+    counts = await store.count_by_state()
+    assert counts[TaskState.QUEUED] == 1 and counts[TaskState.SUBMITTING] == 1
+    assert counts[TaskState.DELIVERED] == 1 and counts[TaskState.FAILED] == 1
+    assert sum(counts.values()) == 4 and set(counts) == set(TaskState)
+    assert all(type(n) is int for n in counts.values())
+
+
 async def test_usage_summary_and_retention(store: TaskStore, clock: Clock) -> None:
     start = clock.t
     a = await store.reserve(new_task(user_id=1), UNLIMITED)

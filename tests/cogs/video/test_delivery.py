@@ -8,9 +8,10 @@ import time
 from typing import Any
 
 from bot.credits import CreditAlert
+from bot.engine.notifier import Delivered
 from bot.tasks import FailureReason, Task, TaskState
 from cogs.services import ServiceBot
-from cogs.video.delivery import DiscordNotifier
+from cogs.video.delivery import ALREADY_OUT, DiscordNotifier
 from cogs.video.flow import start_video
 from tests.cogs.video.helpers import request
 from tests.fakes.discord import FakeDiscord
@@ -47,7 +48,9 @@ async def test_the_video_is_posted_once_in_the_thread_even_when_asked_again(
     task = await advance(bot.store, task.id, TaskState.SUCCEEDED, video_url="https://v/1.mp4")
     task = await bot.store.update(task.id, video_path=str(path), video_bytes=len(MP4))
     notifier = DiscordNotifier(bot)
-    message_id = await notifier.deliver(task)
+    delivered = await notifier.deliver(task)
+    assert delivered.how == "thread_upload"
+    message_id = delivered.message_id
     [result] = marked(fake, task.thread_id, task.id)
     assert int(result["id"]) == message_id
     assert [a["filename"] for a in result["attachments"]] == [f"kling-video-{task.id}.mp4"]
@@ -57,8 +60,28 @@ async def test_the_video_is_posted_once_in_the_thread_even_when_asked_again(
     # A crash before the engine wrote `delivered`: asked again, it finds its own post.
     await bot.store.update(task.id, result_message_id=None)
     again = await bot.store.get(task.id)
-    assert again is not None and await notifier.deliver(again) == message_id
+    assert again is not None
+    assert await notifier.deliver(again) == Delivered(message_id, ALREADY_OUT)
     assert len(marked(fake, task.thread_id, task.id)) == 1, "posted once"
+
+
+async def test_a_link_in_the_channel_says_so_for_the_metrics(
+    fake: FakeDiscord, bot: ServiceBot
+) -> None:
+    task = await queued_task(fake, bot)
+    task = await advance(
+        bot.store,
+        task.id,
+        TaskState.SUCCEEDED,
+        video_url="https://v/2.mp4",
+        error_code=FailureReason.VIDEO_DOWNLOAD_FAILED.value,
+    )
+    body = {"message": "Unknown Channel", "code": 10003}
+    fake.inject_error("POST", rf"^/channels/{task.thread_id}/messages$", 404, body)
+    delivered = await DiscordNotifier(bot).deliver(task)
+    [result] = marked(fake, task.channel_id, task.id)
+    assert "https://v/2.mp4" in result["content"] and result["attachments"] == []
+    assert delivered == Delivered(int(result["id"]), "channel_link")
 
 
 async def test_a_failure_is_told_in_the_channel_when_the_thread_is_gone(
