@@ -57,7 +57,7 @@ from bot.media import MediaStore
 from bot.metrics import MetricsRecorder, NullMetrics
 from bot.ops import HEARTBEAT_SECONDS
 from bot.quota import refund_due
-from bot.store import SlotRefused, StaleTransition, TaskStore
+from bot.store import StaleTransition, TaskStore
 from bot.tasks import FailureReason, Task, TaskState
 
 log = logging.getLogger(__name__)
@@ -101,15 +101,8 @@ class TaskEngine:
         self.schedule = Schedule()
         self.steps = Steps(on_error=self._retry_later, on_done=self._wake.set)
         self.gaps = PollGaps(self.config, client, self.queue.at_provider)
-        self.leases = LeaseKeeper(
-            store,
-            self.config.process_name,
-            self.config.lease_seconds,
-            adopt=self._take_over,
-            lost=self._forget,
-            tracked=lambda: {*self.queue.waiting, *self.queue.at_provider, *self.schedule.ids()},
-            limiter=client.limiter,
-        )
+        self.leases = LeaseKeeper(store, self.config, self.queue, client.limiter)
+        self.leases.attach(adopt=self._adopt, lost=self._forget, tracks=self._tracks)
         self._clock = clock
         self.retries = EndingRetries(self.config)  # endings the notifier couldn't hand over
         self._stopping = False
@@ -120,8 +113,7 @@ class TaskEngine:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Pick up every unfinished task nobody else holds (queue order kept) and start the
-        scheduler."""
+        """Pick up every unfinished task another process doesn't hold; start the scheduler."""
         for task in await self.leases.start():
             self._adopt(task)
         if self.config.callback_listen_port is not None and self.config.callback_public_url:
@@ -180,11 +172,6 @@ class TaskEngine:
         if action is not None:
             self._schedule(task_id, action, 0.0)
 
-    def _take_over(self, task: Task) -> None:
-        """Adopt a task another process held (or nobody did), unless it is already ours."""
-        if not self._stopping and not self._tracks(task.id):
-            self._adopt(task)
-
     def _adopt(self, task: Task) -> None:
         if task.state is TaskState.QUEUED:
             self.queue.append(task.id)
@@ -226,12 +213,9 @@ class TaskEngine:
                     continue
                 cancellable = action in (Action.POLL, Action.RESOLVE)
                 self.steps.spawn(task_id, self._act(task_id, action), cancellable=cancellable)
-            for chore in self.chores.due(now):
+            for chore in (*self.chores.due(now), *self.leases.due()):
                 self.steps.spawn(None, chore)
-            if self.leases.due():
-                self.steps.spawn(None, self.leases.keep())
-            # the loop comes round at least once per heartbeat and per look at the leases
-            timeout = min(HEARTBEAT_SECONDS, max(0.01, self.leases.until_due()))
+            timeout = min(HEARTBEAT_SECONDS, self.leases.until_due())  # comes round at least then
             next_due = self.schedule.next_due()
             if next_due is not None:
                 timeout = min(timeout, max(0.0, next_due - time.monotonic()))
@@ -290,24 +274,10 @@ class TaskEngine:
         if self._timed_out(task):
             await self._time_out(task)
             return
-        started = await self.store.start_submit(  # the provider's slot, counted over processes
-            task.id,
-            self.leases.name,
-            self.leases.lease_seconds,
-            self.config.max_concurrent,
-            attempts=task.attempts + 1,
-            submit_posts=1,  # written before the POST it counts
-        )
-        if started is SlotRefused.FULL:  # other processes' tasks fill the provider's slots
-            self.queue.put_back(task.id)
-            self.queue.pause(self.config.submit_backoff)
-            return
-        if started is SlotRefused.NOT_MINE:  # another process took the task over
-            self._forget(task.id)
-            return
-        task = started
-        await self._tell(self.notifier.progress(task, None))
-        await self._send(task)
+        started = await self.leases.take_slot(task)  # None: no slot free, or another's task
+        if started is not None:
+            await self._tell(self.notifier.progress(started, None))
+            await self._send(started)
 
     async def _send(self, task: Task, *, is_resend: bool = False) -> None:
         """Send a task that is `submitting` (its state is already written); never cancelled."""
@@ -485,8 +455,7 @@ class TaskEngine:
 
     async def _tell_ending(self, task: Task) -> None:
         """Tell the user why the task ended without a video; it is told once the notice is out."""
-        if not await self.leases.hold(task.id):
-            self._forget(task.id)
+        if not await self.leases.hold(task.id):  # never told by two processes
             return
         try:
             await self.notifier.failed(task)
@@ -502,7 +471,6 @@ class TaskEngine:
         if task.video_path is None and task.error_code is None:
             task = await keep_video(task, self.store, self.media, self.session, self.config)
         if not await self.leases.hold(task.id):  # never delivered by two processes
-            self._forget(task.id)
             return
         try:
             delivered = await self.notifier.deliver(task)

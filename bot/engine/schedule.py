@@ -34,10 +34,6 @@ class Schedule:
         """Whether the task has an action due."""
         return task_id in self._due
 
-    def ids(self) -> set[int]:
-        """The tasks with an action due."""
-        return set(self._due)
-
     def put(self, task_id: int, action: Action, delay: float) -> None:
         """Do `action` for the task `delay` seconds from now (instead of what was due)."""
         due = time.monotonic() + max(0.0, delay)
