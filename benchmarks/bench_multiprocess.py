@@ -39,6 +39,7 @@ import aiohttp
 from PIL import Image
 
 from bot.engine import EngineConfig, TaskEngine
+from bot.engine.notifier import Delivered
 from bot.kling.client import ClientTimeouts, KlingClient
 from bot.kling.ratelimit import RateLimiter
 from bot.media import MediaStore
@@ -54,6 +55,7 @@ TAKEOVER_ROUNDS = 3
 TAKEOVER_LEASE = 3.0
 THROUGHPUT_LEASE = 30.0
 API_KEY = "bench-key"
+DEADLINE_SECONDS = 120.0
 
 
 def _png() -> bytes:
@@ -71,9 +73,9 @@ class QuietNotifier:
     async def progress(self, task: Task, queue_position: int | None) -> None:
         """Nothing to show."""
 
-    async def deliver(self, task: Task) -> int | None:
+    async def deliver(self, task: Task) -> Delivered:
         """Delivered at once."""
-        return 1
+        return Delivered(1, "upload")
 
     async def failed(self, task: Task) -> None:
         """Nothing to tell."""
@@ -194,8 +196,9 @@ async def throughput(db: str, tmp: Path, processes: int) -> tuple[float, dict[st
             started = time.perf_counter()
             await go(procs)
             delivered = "SELECT COUNT(*) FROM tasks WHERE state = 'delivered'"
-            while await count(store, delivered) < TASKS:
-                await asyncio.sleep(0.05)
+            async with asyncio.timeout(DEADLINE_SECONDS):  # a broken engine fails, never hangs
+                while await count(store, delivered) < TASKS:
+                    await asyncio.sleep(0.05)
             elapsed = time.perf_counter() - started
             async with store._db.connection() as conn:
                 rows = await conn.fetch("SELECT lease_owner, COUNT(*) FROM tasks GROUP BY 1")
@@ -222,15 +225,17 @@ async def takeover(fresh: Callable[[str], str], tmp: Path) -> list[float]:
             try:
                 await go(procs)
                 sent = "SELECT COUNT(*) FROM tasks WHERE kling_task_id IS NOT NULL"
-                while await count(store, sent) < TAKEOVER_TASKS:
-                    await asyncio.sleep(0.02)
+                async with asyncio.timeout(DEADLINE_SECONDS):
+                    while await count(store, sent) < TAKEOVER_TASKS:
+                        await asyncio.sleep(0.02)
                 held_sql = f"SELECT COUNT(*) FROM tasks WHERE lease_owner = '{names[0]}'"
                 held = await count(store, held_sql)
                 assert held > 0, "the victim holds none of the tasks"
                 procs[0].kill()
                 died = time.perf_counter()
-                while await count(store, held_sql) == held:  # its first task changing hands
-                    await asyncio.sleep(0.01)
+                async with asyncio.timeout(DEADLINE_SECONDS):
+                    while await count(store, held_sql) == held:  # its first task changing hands
+                        await asyncio.sleep(0.01)
                 figures.append(time.perf_counter() - died)
             finally:
                 await finish(procs)
