@@ -96,6 +96,7 @@ async def test_a_killed_process_s_videos_are_delivered_once_by_the_survivor(
         assert task["lease_owner"] == "shards 0 of 2", "delivered by the survivor"
         assert task["quota_refunded"] == 0 and task["price_cents"] > 0
     assert len(world.api.submits) == 2 * VIDEOS_PER_SHARD, "never a second submit"
-    assert {t["guild_id"] for t in tasks} == {int(g["id"]) for g in guilds}
+    for guild in guilds:  # each server's quota counts its own ten videos
+        assert sum(t["guild_id"] == int(guild["id"]) for t in tasks) == VIDEOS_PER_SHARD
     assert "taken over" in survivor.output()
     assert "Slash commands are synced by the process holding shard 0" in doomed.output()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -175,3 +176,15 @@ async def test_an_engine_lets_go_of_a_task_another_took_over(world: World) -> No
             await asyncio.sleep(0.05)
     owner, _ = await world.store.lease_of(task.id)
     assert owner == "b", "a never took it back"
+
+
+async def test_a_second_process_of_the_same_name_is_warned_about(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    await world.engine(config("a"))
+    with caplog.at_level(logging.WARNING, logger="bot.engine.leases"):
+        await world.engine(config("b"))
+        assert "two processes share the name" not in caplog.text
+        await world.engine(config("a"))
+    assert "Another process named 'a'" in caplog.text
+    assert "give each process its own SHARD_IDS" in caplog.text
