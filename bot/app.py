@@ -154,7 +154,12 @@ class KlingBot(ServiceBot):
     notifier: DiscordNotifier
 
     def __init__(
-        self, settings: Settings, *, force_sync: bool = False, sync_only: bool = False
+        self,
+        settings: Settings,
+        *,
+        force_sync: bool = False,
+        sync_only: bool = False,
+        **options: Any,
     ) -> None:
         quiet_voice_warnings()
         super().__init__(
@@ -162,6 +167,7 @@ class KlingBot(ServiceBot):
             intents=discord.Intents.default(),
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),
+            **options,
         )
         self.settings = settings
         self.force_sync = force_sync
@@ -207,7 +213,10 @@ class KlingBot(ServiceBot):
                 await self.load_extension(name)
             except commands.ExtensionError:
                 log.exception("Extension %s failed to load; the bot runs without it", name)
-        await self.sync_commands(force=self.force_sync)
+        if self.sync_only or self.syncs_commands():
+            await self.sync_commands(force=self.force_sync)
+        else:
+            log.info("Slash commands are synced by the process holding shard 0, not this one")
         if self.sync_only:
             return  # `python -m bot sync`: no engine; `_serve` closes after the login
         await self.engine.start()
@@ -217,7 +226,7 @@ class KlingBot(ServiceBot):
         # Read before the gateway connects: every record now is an earlier run's. discord.py
         # takes interactions at once but says `ready` seconds later, and the records this run
         # makes meanwhile are its own to answer, never the recovery's.
-        left_open = await self.store.open_interactions()
+        left_open = await self.store.left_open(settings.process_name)
         self._recovery = asyncio.create_task(recover(self, left_open), name="kling-recover")
 
     async def on_app_command_error(
@@ -262,6 +271,12 @@ class KlingBot(ServiceBot):
             log.info("Letting %d interaction(s) in flight finish", len(running))
             await asyncio.wait(running, timeout=INTERACTION_DRAIN_SECONDS)
 
+    def syncs_commands(self) -> bool:
+        """Whether this process syncs the slash commands: the one holding shard 0 (or the only
+        process, not sharded), so that several processes never sync at once."""
+        shards = self.settings.my_shard_ids
+        return shards is None or 0 in shards
+
     async def command_payload(self) -> list[dict[str, Any]]:
         """The commands exactly as a sync would send them (translated)."""
         translator = self.tree.translator
@@ -296,6 +311,26 @@ class KlingBot(ServiceBot):
         return True
 
 
+class ShardedKlingBot(KlingBot, commands.AutoShardedBot):
+    """The bot on the shards SHARD_COUNT and SHARD_IDS give this process (discord.py's
+    AutoShardedBot; one gateway connection per shard)."""
+
+    def __init__(self, settings: Settings, **options: Any) -> None:
+        super().__init__(
+            settings,
+            shard_count=settings.shard_count,
+            shard_ids=settings.my_shard_ids,
+            **options,
+        )
+
+
+def make_bot(settings: Settings, *, force_sync: bool = False, sync_only: bool = False) -> KlingBot:
+    """The bot for these settings: sharded when SHARD_COUNT is set (a sync alone never is)."""
+    if settings.shard_count is None or sync_only:
+        return KlingBot(settings, force_sync=force_sync, sync_only=sync_only)
+    return ShardedKlingBot(settings, force_sync=force_sync)
+
+
 def run_bot(settings: Settings, *, force_sync: bool = False, sync_only: bool = False) -> int:
     """Run the bot until SIGTERM/SIGINT (or, with `sync_only`, until the commands are synced).
 
@@ -327,7 +362,7 @@ def run_bot(settings: Settings, *, force_sync: bool = False, sync_only: bool = F
 
 
 async def _serve(settings: Settings, *, force_sync: bool, sync_only: bool) -> None:
-    bot = KlingBot(settings, force_sync=force_sync, sync_only=sync_only)
+    bot = make_bot(settings, force_sync=force_sync, sync_only=sync_only)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

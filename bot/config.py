@@ -85,6 +85,14 @@ class Settings(BaseSettings):
     # --- Discord ---
     discord_guild_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
 
+    # --- several processes, one bot (unset: one process runs everything) ---
+    # SHARD_COUNT: the total of Discord shards; SHARD_IDS: this process's (`0-3`, `0,2`; unset:
+    # all of them). Processes on one DATABASE_URL share the tasks; each needs its own SHARD_IDS.
+    shard_count: int | None = Field(default=None, ge=1, le=4096)
+    shard_ids: Annotated[list[int] | None, NoDecode] = None
+    # how long a task's lease lasts: a dead process's tasks are taken over within about this
+    lease_seconds: float = Field(default=30.0, ge=3, le=3600)
+
     # --- tasks ---
     poll_interval_seconds: float = Field(default=10.0, gt=0, le=600)
     poll_max_interval_seconds: float = Field(default=60.0, gt=0, le=3600)
@@ -154,6 +162,23 @@ class Settings(BaseSettings):
         if isinstance(value, int):
             return [value]
         return value
+
+    @field_validator("shard_ids", mode="before")
+    @classmethod
+    def _shard_ids(cls, value: object) -> object:
+        """`0-3`, `0,2` or `0-1,4` (ranges include both ends), in order, each once."""
+        if not isinstance(value, str):
+            return value
+        ids: list[int] = []
+        try:
+            for part in value.replace(" ", "").split(","):
+                first, _, last = part.partition("-")
+                ids.extend(range(int(first), int(last or first) + 1))
+        except ValueError:
+            raise ValueError("must look like 0-3 or 0,2 (shard numbers from 0)") from None
+        if not ids or ids != sorted(set(ids)):
+            raise ValueError("must name each shard once, in order, like 0-3 or 0,2")
+        return ids
 
     @field_validator("cometapi_base_url", "callback_public_url")
     @classmethod
@@ -248,6 +273,48 @@ class Settings(BaseSettings):
                     "credits, not money, and 0 means no limit"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _shards_fit(self) -> Settings:
+        """SHARD_IDS needs SHARD_COUNT, and names shards below it."""
+        if self.shard_ids is None:
+            return self
+        if self.shard_count is None:
+            raise ValueError(
+                "SHARD_IDS needs SHARD_COUNT (the total of shards over all processes): set it "
+                "too, or unset both to run one process"
+            )
+        if self.shard_ids[-1] >= self.shard_count:
+            raise ValueError(
+                f"SHARD_IDS names shard {self.shard_ids[-1]}, but with SHARD_COUNT="
+                f"{self.shard_count} the shards are 0 to {self.shard_count - 1}"
+            )
+        return self
+
+    @property
+    def my_shard_ids(self) -> list[int] | None:
+        """This process's shards (None: not sharded; SHARD_IDS unset: all of them)."""
+        if self.shard_count is None:
+            return None
+        return self.shard_ids if self.shard_ids is not None else list(range(self.shard_count))
+
+    @property
+    def process_name(self) -> str:
+        """This process's name among those sharing the database: from its shards, so it stays
+        the same across restarts (`main` when not sharded)."""
+        ids = self.my_shard_ids
+        if ids is None:
+            return "main"
+        ranges: list[str] = []
+        start = prev = ids[0]
+        for shard in [*ids[1:], None]:
+            if shard is not None and shard == prev + 1:
+                prev = shard
+                continue
+            ranges.append(str(start) if start == prev else f"{start}-{prev}")
+            if shard is not None:
+                start = prev = shard
+        return f"shards {','.join(ranges)} of {self.shard_count}"
 
     @model_validator(mode="after")
     def _callbacks_need_both(self) -> Settings:

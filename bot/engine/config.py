@@ -26,6 +26,8 @@ class EngineConfig:
     retention_seconds: float = 7 * DAY_SECONDS
     submit_backoff: float = 2.0
     download_backoff: float = 2.0
+    process_name: str = "main"  # the same across restarts; one per process sharing a database
+    lease_seconds: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineConfig:
@@ -43,4 +45,6 @@ class EngineConfig:
             callback_public_url=settings.callback_public_url,
             callback_listen_port=settings.callback_listen_port,
             retention_seconds=settings.retention_days * DAY_SECONDS,
+            process_name=settings.process_name,
+            lease_seconds=settings.lease_seconds,
         )

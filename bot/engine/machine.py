@@ -35,6 +35,7 @@ from bot.engine.config import EngineConfig
 from bot.engine.credit_alerts import CreditCapWatch
 from bot.engine.download import keep_video
 from bot.engine.gaps import PollGaps
+from bot.engine.leases import LeaseKeeper
 from bot.engine.notifier import Notifier
 from bot.engine.request import build_request
 from bot.engine.schedule import Action, Schedule
@@ -100,6 +101,8 @@ class TaskEngine:
         self.schedule = Schedule()
         self.steps = Steps(on_error=self._retry_later, on_done=self._wake.set)
         self.gaps = PollGaps(self.config, client, self.queue.at_provider)
+        self.leases = LeaseKeeper(store, self.config, self.queue, client.limiter)
+        self.leases.attach(adopt=self._adopt, lost=self._forget, tracks=self._tracks)
         self._clock = clock
         self.retries = EndingRetries(self.config)  # endings the notifier couldn't hand over
         self._stopping = False
@@ -110,8 +113,8 @@ class TaskEngine:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Pick up every unfinished task (queue order kept) and start the scheduler."""
-        for task in await self.store.unfinished():
+        """Pick up every unfinished task another process doesn't hold; start the scheduler."""
+        for task in await self.leases.start():
             self._adopt(task)
         if self.config.callback_listen_port is not None and self.config.callback_public_url:
             await self.callbacks.start(self.config.callback_listen_port)
@@ -139,6 +142,7 @@ class TaskEngine:
                 await background
         await self.steps.stop(SHUTDOWN_GRACE_SECONDS)
         await self.callbacks.stop()
+        await self.leases.stop()
         log.info("Engine stopped")
 
     def enqueue(self, task: Task) -> None:
@@ -209,9 +213,9 @@ class TaskEngine:
                     continue
                 cancellable = action in (Action.POLL, Action.RESOLVE)
                 self.steps.spawn(task_id, self._act(task_id, action), cancellable=cancellable)
-            for chore in self.chores.due(now):
+            for chore in (*self.chores.due(now), *self.leases.due()):
                 self.steps.spawn(None, chore)
-            timeout = HEARTBEAT_SECONDS  # the loop comes round at least once per heartbeat
+            timeout = min(HEARTBEAT_SECONDS, self.leases.until_due())  # comes round at least then
             next_due = self.schedule.next_due()
             if next_due is not None:
                 timeout = min(timeout, max(0.0, next_due - time.monotonic()))
@@ -270,14 +274,10 @@ class TaskEngine:
         if self._timed_out(task):
             await self._time_out(task)
             return
-        task = await self.store.transition(
-            task.id,
-            TaskState.SUBMITTING,
-            attempts=task.attempts + 1,
-            submit_posts=1,  # written before the POST it counts
-        )
-        await self._tell(self.notifier.progress(task, None))
-        await self._send(task)
+        started = await self.leases.take_slot(task)  # None: no slot free, or another's task
+        if started is not None:
+            await self._tell(self.notifier.progress(started, None))
+            await self._send(started)
 
     async def _send(self, task: Task, *, is_resend: bool = False) -> None:
         """Send a task that is `submitting` (its state is already written); never cancelled."""
@@ -455,6 +455,8 @@ class TaskEngine:
 
     async def _tell_ending(self, task: Task) -> None:
         """Tell the user why the task ended without a video; it is told once the notice is out."""
+        if not await self.leases.hold(task.id):  # never told by two processes
+            return
         try:
             await self.notifier.failed(task)
         except Exception:
@@ -468,6 +470,8 @@ class TaskEngine:
     async def _deliver(self, task: Task) -> None:
         if task.video_path is None and task.error_code is None:
             task = await keep_video(task, self.store, self.media, self.session, self.config)
+        if not await self.leases.hold(task.id):  # never delivered by two processes
+            return
         try:
             delivered = await self.notifier.deliver(task)
         except Exception:

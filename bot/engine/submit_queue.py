@@ -101,6 +101,10 @@ class SubmitQueue:
         self._paused_until = time.monotonic() + self._backoff
         self._backoff = min(self._backoff * 2, self._max_backoff)
 
+    def pause(self, seconds: float) -> None:
+        """Wait `seconds` before the next submit (every slot is taken, by other processes too)."""
+        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+
     def accepted(self) -> None:
         """The provider took a task: the next refusal pauses briefly again."""
         self._backoff = self._first_backoff

@@ -31,6 +31,13 @@ class RateLimiter:
         self._sleep = sleep
         self._next_free = clock() - self._burst * self._interval
 
+    def set_rate(self, rate: float) -> None:
+        """Space the calls from now on for a new `rate` (e.g. this process's share of it)."""
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        self._interval = 1.0 / rate
+
     async def acquire(self) -> None:
         """Wait for the next free slot."""
         now = self._clock()

@@ -11,6 +11,7 @@ Its parts share one `Database` (`database.py`), the seam a second backend plugs 
 - `guilds`: what a guild's admins set, and a small key-value table
 - `spend`: credits spent, the usage reports, and the monthly cap's alerts
 - `interactions`: the record of every interaction acknowledged and not yet answered
+- `leases`: the process registry and each task's lease (several processes, one bot)
 
 `TaskStore` is all of them on one database, so callers write `store.reserve(...)`,
 `store.transition(...)`, `store.get_guild_settings(...)`.
@@ -39,6 +40,7 @@ from bot.store.interactions import (
     NewOpenInteraction,
     OpenInteraction,
 )
+from bot.store.leases import AT_PROVIDER, LeaseRows, SlotRefused
 from bot.store.postgres import PostgresDatabase, is_postgres_url
 from bot.store.postgres_schema import MIGRATIONS as POSTGRES_MIGRATIONS
 from bot.store.reservations import ReservationRows
@@ -49,6 +51,7 @@ from bot.store.sqlite_schema import MIGRATIONS
 from bot.store.tasks import TaskRows
 
 __all__ = [
+    "AT_PROVIDER",
     "MIGRATIONS",
     "POSTGRES_MIGRATIONS",
     "Connection",
@@ -59,6 +62,7 @@ __all__ = [
     "MigrationError",
     "NewOpenInteraction",
     "OpenInteraction",
+    "SlotRefused",
     "StaleTransition",
     "StoreError",
     "TaskNotFound",
@@ -68,9 +72,9 @@ __all__ = [
 ]
 
 
-class TaskStore(TaskRows, ReservationRows, SpendRows, GuildRows, InteractionRows):
-    """Task rows, quota reservations, spend, guild settings and interaction records on one
-    database."""
+class TaskStore(TaskRows, ReservationRows, SpendRows, GuildRows, InteractionRows, LeaseRows):
+    """Task rows, quota reservations, spend, guild settings, interaction records and leases on
+    one database."""
 
     def __init__(self, db: Database, *, now: Callable[[], float] = time.time) -> None:
         """Work on an open, migrated database; `TaskStore.open` opens one."""

@@ -65,6 +65,7 @@ class OpenInteraction:
     stage: IntakeStage
     created_at: float
     updated_at: float
+    owner: str | None = None  # the process that acknowledged it (None: from before owners)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,6 +84,7 @@ class NewOpenInteraction:
     payload: dict[str, Any]
     external_task_id: str | None = None
     task_id: int | None = None
+    owner: str | None = None  # the process acknowledging it (`EngineConfig.process_name`)
 
 
 _COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(OpenInteraction))
@@ -108,8 +110,8 @@ class InteractionRows(Rows):
             await conn.execute(
                 """INSERT INTO open_interactions (interaction_id, kind, application_id, token,
                         token_expires_at, user_id, guild_id, channel_id, locale, payload,
-                        external_task_id, task_id, stage, created_at, updated_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        external_task_id, task_id, stage, created_at, updated_at, owner)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     ON CONFLICT (interaction_id) DO NOTHING""",
                 (
                     new.interaction_id,
@@ -127,6 +129,7 @@ class InteractionRows(Rows):
                     IntakeStage.RECEIVED.value,
                     now,
                     now,
+                    new.owner,
                 ),
             )
             rows = await conn.fetch(f"{_SELECT} WHERE interaction_id = ?", (new.interaction_id,))
@@ -136,6 +139,18 @@ class InteractionRows(Rows):
         """Every interaction a run acknowledged and didn't answer yet, oldest first."""
         async with self._db.connection() as conn:
             rows = await conn.fetch(f"{_SELECT} ORDER BY id")
+        return [_from_row(row) for row in rows]
+
+    async def left_open(self, me: str) -> list[OpenInteraction]:
+        """The open interactions a start-up of process `me` answers, oldest first: its own
+        earlier run's, those from before owners, and those of processes no longer alive (a
+        live process's are its own intakes in flight)."""
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                f"{_SELECT} WHERE owner IS NULL OR owner = ? OR owner NOT IN ("
+                "SELECT name FROM processes WHERE alive_until >= ?) ORDER BY id",
+                (me, self._now()),
+            )
         return [_from_row(row) for row in rows]
 
     async def hand_over(self, record_id: int, task_id: int, **task_fields: Any) -> Task:

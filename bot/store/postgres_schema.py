@@ -174,4 +174,17 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (month, percent, channel_id)
     );
     """,
+    # v7: several processes share the work: the process registry, each task's lease, each
+    # interaction record's owner (see sqlite_schema)
+    """
+    CREATE TABLE processes (
+        name        TEXT PRIMARY KEY,
+        started_at  DOUBLE PRECISION NOT NULL,
+        alive_until DOUBLE PRECISION NOT NULL
+    );
+    ALTER TABLE tasks ADD COLUMN lease_owner TEXT;
+    ALTER TABLE tasks ADD COLUMN lease_until DOUBLE PRECISION;
+    CREATE INDEX idx_tasks_lease_owner ON tasks (lease_owner) WHERE notified_at IS NULL;
+    ALTER TABLE open_interactions ADD COLUMN owner TEXT;
+    """,
 )

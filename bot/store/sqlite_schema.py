@@ -172,4 +172,20 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (month, percent, channel_id)
     );
     """,
+    # v7: several processes share the work. `processes`: each bot process by its name, when it
+    # started and until when it counts as alive (its heartbeat pushes that on). A task is worked
+    # by one process at a time: `lease_owner` holds it until `lease_until`, renewed by its
+    # owner; once expired, another process takes the task over. `open_interactions.owner`: the
+    # process that acknowledged the interaction (start-up recovery leaves a live one's alone).
+    """
+    CREATE TABLE processes (
+        name        TEXT PRIMARY KEY,
+        started_at  REAL NOT NULL,
+        alive_until REAL NOT NULL
+    );
+    ALTER TABLE tasks ADD COLUMN lease_owner TEXT;
+    ALTER TABLE tasks ADD COLUMN lease_until REAL;
+    CREATE INDEX idx_tasks_lease_owner ON tasks (lease_owner) WHERE notified_at IS NULL;
+    ALTER TABLE open_interactions ADD COLUMN owner TEXT;
+    """,
 )

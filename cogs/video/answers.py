@@ -79,6 +79,7 @@ async def acknowledge(
                 payload=payload,
                 external_task_id=external_task_id,
                 task_id=task_id,
+                owner=bot.settings.process_name,
             )
         )
     except Exception:

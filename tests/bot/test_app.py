@@ -6,9 +6,10 @@ import importlib
 import pkgutil
 
 import pytest
+from discord.ext import commands
 
 import cogs
-from bot.app import EXTENSIONS, KlingBot
+from bot.app import EXTENSIONS, KlingBot, ShardedKlingBot, make_bot
 from bot.config import load_settings
 from cogs.translator import KlingTranslator
 
@@ -50,3 +51,26 @@ async def test_commands_carry_dutch_names_and_descriptions(bot: KlingBot) -> Non
     assert int(admin["default_member_permissions"]) == 1 << 5, "Manage Server"
     assert admin["name_localizations"]["nl"] == "kling-beheer"
     assert payload["Make a video"]["type"] == 3
+
+
+@pytest.mark.parametrize(
+    ("env", "sharded", "syncs"),
+    [
+        ({}, None, True),
+        ({"shard_count": 2}, (2, [0, 1]), True),
+        ({"shard_count": 2, "shard_ids": "0"}, (2, [0]), True),
+        ({"shard_count": 4, "shard_ids": "2-3"}, (4, [2, 3]), False),
+    ],
+)
+async def test_shards_and_who_syncs_the_commands(
+    env: dict[str, object], sharded: tuple[int, list[int]] | None, syncs: bool
+) -> None:
+    settings = load_settings(discord_token="t", cometapi_key="k", _env_file=None, **env)
+    made = make_bot(settings)  # never started: nothing to close
+    if sharded is None:
+        assert not isinstance(made, commands.AutoShardedBot)
+    else:
+        assert isinstance(made, ShardedKlingBot) and isinstance(made, commands.AutoShardedBot)
+        assert (made.shard_count, made.shard_ids) == sharded
+    assert made.syncs_commands() is syncs
+    assert not isinstance(make_bot(settings, sync_only=True), commands.AutoShardedBot)

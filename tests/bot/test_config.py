@@ -281,3 +281,56 @@ def test_a_credit_limit_may_be_less_than_the_dearest_video(monkeypatch: pytest.M
     monkeypatch.setenv("CREDITS_DAILY_PER_USER", "5")  # pro 10 s (7) never fits: that's allowed
     settings = load_settings(discord_token="t", cometapi_key="k", _env_file=None)
     assert settings.credits_daily_per_user == 5
+
+
+# --- several processes ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("count", "ids", "mine", "name"),
+    [
+        (None, None, None, "main"),
+        ("2", None, [0, 1], "shards 0-1 of 2"),
+        ("4", "0-1", [0, 1], "shards 0-1 of 4"),
+        ("8", "0,2, 5-7", [0, 2, 5, 6, 7], "shards 0,2,5-7 of 8"),
+        ("2", "1", [1], "shards 1 of 2"),
+    ],
+)
+def test_shards_and_the_process_name(
+    monkeypatch: pytest.MonkeyPatch,
+    count: str | None,
+    ids: str | None,
+    mine: list[int] | None,
+    name: str,
+) -> None:
+    if count is not None:
+        monkeypatch.setenv("SHARD_COUNT", count)
+    if ids is not None:
+        monkeypatch.setenv("SHARD_IDS", ids)
+    settings = load_settings(discord_token="t", cometapi_key="k", _env_file=None)
+    assert settings.my_shard_ids == mine
+    assert settings.process_name == name
+    assert settings.lease_seconds == 30
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"SHARD_IDS": "0-1"}, "SHARD_IDS needs SHARD_COUNT"),
+        ({"SHARD_COUNT": "2", "SHARD_IDS": "0-2"}, "the shards are 0 to 1"),
+        ({"SHARD_COUNT": "4", "SHARD_IDS": "zero"}, "SHARD_IDS must look like 0-3 or 0,2"),
+        ({"SHARD_COUNT": "4", "SHARD_IDS": "2,1"}, "SHARD_IDS must name each shard once"),
+        ({"SHARD_COUNT": "4", "SHARD_IDS": "0-1,1"}, "SHARD_IDS must name each shard once"),
+        ({"SHARD_COUNT": "0"}, "SHARD_COUNT must be at least 1"),
+        ({"LEASE_SECONDS": "1"}, "LEASE_SECONDS must be at least 3"),
+    ],
+)
+def test_bad_shard_settings_are_one_clear_line(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], says: str
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings(discord_token="t", cometapi_key="k", _env_file=None)
+    assert says in str(info.value)
+    assert "\n" not in str(info.value)
