@@ -27,6 +27,7 @@ from typing import Any
 from bot.engine.config import EngineConfig
 from bot.engine.submit_queue import SubmitQueue
 from bot.kling.ratelimit import RateLimiter
+from bot.metrics import MetricsRecorder, NullMetrics
 from bot.store import SlotRefused, TaskStore
 from bot.tasks import Task
 
@@ -51,10 +52,11 @@ class LeaseKeeper:
         queue: SubmitQueue,
         limiter: RateLimiter | None = None,
         *,
+        metrics: MetricsRecorder | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`queue`: where a task waits when every provider slot is taken; `limiter`: the query
-        rate to share."""
+        rate to share; `metrics`: where take-overs are counted."""
         self.store = store
         self.name = config.process_name
         self.lease_seconds = config.lease_seconds
@@ -63,6 +65,7 @@ class LeaseKeeper:
         self._queue = queue
         self._limiter = limiter
         self._full_rate = None if limiter is None else limiter.rate
+        self._metrics = metrics or NullMetrics()
         self._clock = clock
         self._last = clock()
         self._running = False
@@ -132,6 +135,7 @@ class LeaseKeeper:
                     # start-up.
                     log.info("Task %d: taken over (%s)", task.id, task.state.value)
                     self.taken_over += 1
+                    self._metrics.count_takeover()
                     self._adopt(task)
         finally:
             self._running = False

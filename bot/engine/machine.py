@@ -101,7 +101,9 @@ class TaskEngine:
         self.schedule = Schedule()
         self.steps = Steps(on_error=self._retry_later, on_done=self._wake.set)
         self.gaps = PollGaps(self.config, client, self.queue.at_provider)
-        self.leases = LeaseKeeper(store, self.config, self.queue, client.limiter)
+        self.leases = LeaseKeeper(
+            store, self.config, self.queue, client.limiter, metrics=self.metrics
+        )
         self.leases.attach(adopt=self._adopt, lost=self._forget, tracks=self._tracks)
         self._clock = clock
         self.retries = EndingRetries(self.config)  # endings the notifier couldn't hand over

@@ -15,6 +15,7 @@ import pytest
 from bot.engine import EngineConfig, TaskEngine
 from bot.kling.ratelimit import RateLimiter
 from bot.media import MediaStore
+from bot.metrics import Metrics
 from bot.store import TaskStore
 from bot.tasks import TaskState
 from tests.bot.engine.test_machine import FAST, RecordingNotifier, World
@@ -100,12 +101,14 @@ async def test_a_dead_engines_tasks_are_taken_over(world: World) -> None:
     await world.until_queries(2)  # two at the provider, two waiting for a slot
     await kill(world, a)
     assert world.notifier.delivered == []
-    b = await world.engine(config("b"))
+    metrics = Metrics("b", system=False)
+    b = await world.engine(config("b"), metrics=metrics)
     assert b.leases.taken_over == 0, "a's leases still run: nothing taken over yet"
     # b took the two waiting ones at its start (a never held them: a task is held from its
     # submit on), and takes the two at the provider over once a's leases ran out.
     await world.notifier.wait(lambda: len(world.notifier.delivered) == 4, timeout=20)
     assert b.leases.taken_over == 2
+    assert b'kling_bot_lease_takeovers_total{process="b"} 2.0' in metrics.exposition()
     delivered_once(world, 4)
     assert len(world.api.tasks) == 4, "never a second submit of a task a had sent"
     for task in tasks:

@@ -24,6 +24,7 @@ from bot.engine.request import build_request
 from bot.kling.client import ClientTimeouts, KlingClient
 from bot.kling.ratelimit import RateLimiter
 from bot.media import MediaStore
+from bot.metrics import MetricsRecorder
 from bot.pricing import PriceTable
 from bot.quota import QuotaLimits
 from bot.store import TaskStore
@@ -104,9 +105,20 @@ class World:
             limiter=RateLimiter(500),
         )
 
-    async def engine(self, config: EngineConfig = FAST, start: bool = True) -> TaskEngine:
+    async def engine(
+        self,
+        config: EngineConfig = FAST,
+        start: bool = True,
+        metrics: MetricsRecorder | None = None,
+    ) -> TaskEngine:
         engine = TaskEngine(
-            self.store, self.client(), self.notifier, self.session, self.media, config
+            self.store,
+            self.client(),
+            self.notifier,
+            self.session,
+            self.media,
+            config,
+            metrics=metrics,
         )
         self.engines.append(engine)
         if start:
