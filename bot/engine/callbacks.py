@@ -9,6 +9,7 @@ the public https address.
 
 from __future__ import annotations
 
+import errno
 import hmac
 import logging
 import secrets
@@ -47,23 +48,45 @@ class CallbackServer:
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
 
-    async def start(self, port: int) -> None:
-        """Listen on `port` (0: any free port; `self.port` says which)."""
+    async def start(self, port: int) -> bool:
+        """Listen on `port` (0: any free port; `self.port` says which); whether it could.
+
+        A port that can't be had (in use, or not allowed) is one error line for the operator;
+        the engine then runs on without callbacks (polling finds every ending anyway).
+        """
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_post(CALLBACK_PATH, self.handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "0.0.0.0", port)  # the provider calls in from outside
-        await site.start()
+        try:
+            await site.start()
+        except OSError as error:
+            await self.stop()
+            why = (
+                "the port is in use (another program, or another bot process with the same "
+                "CALLBACK_LISTEN_PORT)"
+                if error.errno == errno.EADDRINUSE
+                else error.strerror or str(error)
+            )
+            log.error(
+                "Can't listen for the provider's callbacks on port %d: %s. The bot runs on "
+                "without callbacks (it polls). Hint: set CALLBACK_LISTEN_PORT to a free port.",
+                port,
+                why,
+            )
+            return False
         addresses = self._runner.addresses
         if addresses:
             self.port = addresses[0][1]
         log.info("Callback listener on port %s", self.port)
+        return True
 
     async def stop(self) -> None:
         """Stop listening."""
         if self._runner is not None:
             await self._runner.cleanup()
+            self._runner = None
 
     async def handle(self, request: web.Request) -> web.Response:
         """A provider notice: check the token, validate the body, then look at the task now."""

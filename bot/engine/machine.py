@@ -118,8 +118,10 @@ class TaskEngine:
         """Pick up every unfinished task another process doesn't hold; start the scheduler."""
         for task in await self.leases.start():
             self._adopt(task)
-        if self.config.callback_listen_port is not None and self.config.callback_public_url:
-            await self.callbacks.start(self.config.callback_listen_port)
+        port = self.config.callback_listen_port
+        if port is not None and self.config.callback_public_url:
+            if not await self.callbacks.start(port):  # no listener: no callback URL to give
+                self.config = replace(self.config, callback_public_url=None)
         self._background = [
             asyncio.create_task(self._run_loop(), name="kling-engine"),
             asyncio.create_task(self.queue.run(), name="kling-queue-places"),

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import logging
 import random
+import socket
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
@@ -551,6 +553,27 @@ async def test_callback_wakes_the_task_at_once(world: World) -> None:
     await world.notifier.wait(lambda: len(world.notifier.delivered) == 1, timeout=3)
     await asyncio.sleep(0.1)
     assert len(world.notifier.delivered) == 1
+
+
+async def test_a_taken_callback_port_is_one_clear_line_and_polling_carries_on(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.api.finish_after = 0.3
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = replace(
+            FAST, callback_public_url="https://bot.example.org", callback_listen_port=port
+        )
+        with caplog.at_level(logging.ERROR, logger="bot.engine.callbacks"):
+            engine = await world.engine(config)
+        await world.new_task(engine)
+        await world.notifier.wait(lambda: len(world.notifier.delivered) == 1, timeout=10)
+    [line] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert f"Can't listen for the provider's callbacks on port {port}" in line
+    assert "the port is in use" in line and "CALLBACK_LISTEN_PORT" in line
+    assert "callback_url" not in world.api.submits[0].body, "no URL nobody listens on"
 
 
 async def test_forged_callback_token_gets_404_and_changes_nothing(world: World) -> None:
