@@ -4,6 +4,7 @@
 - `schedule`: when each task is looked at next (a heap of due actions)
 - `steps`: the engine's steps in flight, and which of them `stop` may cancel
 - `submit_queue`: the tasks waiting for a slot at the provider, and their places
+- `endings`: how a task ends without a video (failed, timed out), refunded and told
 - `polls`: when to poll each task (planned from the learned generation times), and estimates
 - `request`: what is POSTed for a task
 - `callbacks`: the listener for the provider's notices

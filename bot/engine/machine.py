@@ -23,7 +23,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 
 import aiohttp
 
@@ -31,6 +30,7 @@ from bot.engine.callbacks import CallbackServer
 from bot.engine.config import EngineConfig
 from bot.engine.credit_alerts import CreditCapWatch
 from bot.engine.download import keep_video
+from bot.engine.endings import Endings
 from bot.engine.notifier import Notifier
 from bot.engine.polls import EnginePolls
 from bot.engine.request import build_request
@@ -51,7 +51,6 @@ from bot.kling.errors import (
 from bot.kling.models import KlingTask, TaskStatus
 from bot.media import MediaStore
 from bot.ops import HEARTBEAT_KEY, HEARTBEAT_SECONDS
-from bot.quota import refund_due
 from bot.store import StaleTransition, TaskStore
 from bot.tasks import FailureReason, Task, TaskState
 
@@ -62,7 +61,7 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 RETENTION_SWEEP_SECONDS = 3600.0
 
 
-class TaskEngine:
+class TaskEngine(Endings):
     """Moves every task through its states; see the module docstring."""
 
     def __init__(
@@ -421,73 +420,6 @@ class TaskEngine:
             self._schedule(task.id, Action.POLL, self.polls.next(task.id))
         else:
             self._schedule(task.id, Action.POLL, self.polls.next(task.id))
-
-    # --- endings --------------------------------------------------------------------------
-
-    def _timed_out(self, task: Task) -> bool:
-        """Past the time-out: counted from the submit once at the provider, else from creation."""
-        started = task.submitted_at or task.created_at
-        return self._clock() - started > self.config.task_timeout
-
-    async def _time_out(self, task: Task) -> None:
-        try:
-            task = await self.store.transition(
-                task.id,
-                TaskState.TIMED_OUT,
-                error_code=FailureReason.TIMED_OUT.value,
-                status_message=f"not finished after {self.config.task_timeout:g} s",
-            )
-        except StaleTransition:
-            return
-        task = await self._settle_quota(task)
-        self._forget(task.id)
-        log.info("Task %d timed out", task.id)
-        await self._tell_ending(task)
-
-    async def _fail(
-        self, task: Task, reason: FailureReason, message: str, charged: str | None = None
-    ) -> None:
-        """End a task as failed, give its quota back and tell the user; `charged` is what the
-        provider's last answer said it deducted, if it said."""
-        try:
-            task = await self.store.transition(
-                task.id,
-                TaskState.FAILED,
-                error_code=reason.value,
-                status_message=message,
-                provider_deduction=charged,
-            )
-        except StaleTransition:
-            return
-        task = await self._settle_quota(task)
-        self._forget(task.id)
-        log.info("Task %d failed (%s): %s", task.id, reason.value, message)
-        await self._tell_ending(task)
-
-    async def _settle_quota(self, task: Task) -> Task:
-        """Give an ended task's quota back when the policy says so (again after a crash: once)."""
-        reached = task.kling_task_id is not None
-        if refund_due(task.state, reached_provider=reached) and await self.store.refund(task.id):
-            task = replace(task, quota_refunded=True)
-        return task
-
-    async def _tell_ending(self, task: Task) -> None:
-        """Tell the user why the task ended without a video; it is told once the notice is out."""
-        try:
-            await self.notifier.failed(task)
-        except Exception:
-            self._notifier_failed(task, Action.TELL, "telling the ending")
-            return
-        await self.store.update(task.id, notified_at=self._clock())
-        self._forget(task.id)
-
-    def _alert_operator(self, error: OperatorError) -> None:
-        """Log an operator problem loudly, once per kind, not once per task."""
-        if type(error) in self._operator_alerted:
-            log.debug("Operator problem again: %s", error)
-            return
-        self._operator_alerted.add(type(error))
-        log.error("OPERATOR ACTION NEEDED: %s. Hint: %s.", error, error.hint)
 
     # --- the video ------------------------------------------------------------------------
 
