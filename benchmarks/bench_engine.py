@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiohttp
 
 from bot.config import ImageTransport
-from bot.engine import RATE_HEADROOM, EngineConfig, TaskEngine
+from bot.engine import EngineConfig, TaskEngine
 from bot.kling.client import ClientTimeouts, KlingClient
 from bot.kling.ratelimit import RateLimiter
 from bot.media import MediaStore
@@ -56,8 +56,9 @@ from tests.fakes.cometapi import MP4_BYTES, ROUTE, FakeCometAPI, FakeTask
 _DEFAULTS = EngineConfig()  # the production defaults, so the figures follow the engine
 POLL_INTERVAL = _DEFAULTS.poll_interval
 POLL_MAX = _DEFAULTS.poll_max_interval
-POLL_GROWTH = _DEFAULTS.poll_growth
-POLL_JITTER = _DEFAULTS.poll_jitter
+POLL_GROWTH = 1.5  # the growing-gap rule before the learned plan (issue 14), for section 2
+RATE_HEADROOM = 1.25
+POLL_JITTER = 0.1
 TASK_TIMEOUT = 1800.0
 NAIVE_POLL = 5.0
 
@@ -149,8 +150,7 @@ def config(scale: float, **overrides: Any) -> EngineConfig:
         "max_concurrent": 2,
         "poll_interval": POLL_INTERVAL / scale,
         "poll_max_interval": POLL_MAX / scale,
-        "poll_growth": POLL_GROWTH,
-        "poll_jitter": POLL_JITTER,
+        "time_scale": scale,
         "task_timeout": TASK_TIMEOUT / scale,
         "submit_backoff": 2.0 / scale,
         "download_backoff": 2.0 / scale,

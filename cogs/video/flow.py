@@ -16,6 +16,7 @@ refused before the reservation is a private answer that says what to fix.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 
 import discord
 
+from bot.collage import make_collage
 from bot.config import ImageTransport
 from bot.credits import CreditsExceeded
 from bot.engine import new_callback_token
@@ -46,7 +48,7 @@ from cogs.caller import caller_limits, role_ids
 from cogs.messages import clip, describe_error, jump_url, link_guild, status_embed
 from cogs.services import ServiceBot
 from cogs.video.answers import acknowledge, answer, find_own_message, open_dm
-from cogs.video.status import edit_status, quota_line
+from cogs.video.status import edit_status, estimate_text, quota_line
 
 log = logging.getLogger(__name__)
 
@@ -304,6 +306,7 @@ async def _reserve(bot: ServiceBot, entry: OpenInteraction, request: VideoReques
     inputs, image_urls, changes = await _collect_inputs(bot, request, locale)
     assert entry.external_task_id is not None
     folder = await bot.media.save_inputs(entry.external_task_id, inputs)
+    await _save_picture(bot, folder, inputs)
     notes = TaskNotes(
         result_where=ResultWhere(entry.payload["where"]),
         quota_daily=None if limits.exempt else limits.daily_per_user,
@@ -348,6 +351,16 @@ def _guild_refusal(locale: str, settings: GuildSettings, user_id: int, prompt: s
     if word is not None:
         return text(locale, "reply.blocked_word", word=word)
     return None
+
+
+async def _save_picture(bot: ServiceBot, folder: Path, inputs: list[tuple[str, bytes]]) -> None:
+    """Make the picture of the inputs once (in a worker thread) and keep it beside them; a
+    request goes on without it when it can't be made."""
+    try:
+        collage = await asyncio.to_thread(make_collage, [data for _, data in inputs])
+        await bot.media.save_picture(folder, collage.filename, collage.data)
+    except Exception:
+        log.exception("The picture of the inputs in %s couldn't be made", folder)
 
 
 class InputsGone(Exception):
@@ -440,9 +453,13 @@ async def _post_status(
                 bot, channel, task.created_at, lambda m: any(e.title == title for e in m.embeds)
             )
         if message is None:
-            message = await channel.send(
-                embed=status_embed(task, queue_position=position, quota_line=quota)
+            embed = status_embed(
+                task,
+                queue_position=position,
+                quota_line=quota,
+                estimate=estimate_text(bot, task, position),
             )
+            message = await _send_status(bot, channel, task, embed)
     except discord.HTTPException as error:
         log.info("Task %d: the status message can't be posted (%s)", task.id, error)
         await _end_in_intake(bot, task, CANNOT_POST)
@@ -473,3 +490,19 @@ async def _post_status(
     if no_thread:
         await edit_status(bot, task, queue_position=position)
     return task
+
+
+async def _send_status(
+    bot: ServiceBot, channel: discord.abc.Messageable, task: Task, embed: discord.Embed
+) -> discord.Message:
+    """Post the status message with the picture of the inputs attached; without it where the
+    bot may not attach files."""
+    picture = await bot.media.picture(task.input_dir) if task.input_dir else None
+    if picture is not None:
+        try:
+            return await channel.send(embed=embed, file=discord.File(picture, picture.name))
+        except discord.Forbidden as error:
+            log.info("Task %d: the status goes without its picture (%s)", task.id, error)
+        except OSError:
+            log.warning("Task %d: the picture of the inputs can't be read", task.id, exc_info=True)
+    return await channel.send(embed=embed)
