@@ -72,7 +72,7 @@ def estimate_text(bot: ServiceBot, task: Task, queue_position: int | None) -> st
     if task.state is TaskState.QUEUED and queue_position is not None:
         waiting, starts = polls.queued(task, queue_position)
         return queued_text(task.locale, waiting, when=timestamp(starts))
-    if task.state in RUNNING:
+    if task.state in RUNNING or task.state is TaskState.QUEUED:  # queued: sent at once
         running, ready = polls.running(task)
         return running_text(task.locale, running, when=None if ready is None else timestamp(ready))
     return None
