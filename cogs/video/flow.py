@@ -168,9 +168,12 @@ def video_payload(interaction: discord.Interaction[Any], request: VideoRequest) 
         where = ResultWhere.DM
     else:
         where = ResultWhere.THREAD if can_open_thread(interaction) else ResultWhere.CHANNEL
+    permissions = interaction.app_permissions
     return {
         "request": request.to_payload(),
         "roles": role_ids(interaction.user),
+        # The picture of the inputs goes with the status message where the bot may attach it.
+        "attach_files": interaction.guild is None or permissions.attach_files,
         "upload_limit": interaction.filesize_limit,
         "where": where.value,
         "missing": missing,
@@ -459,7 +462,8 @@ async def _post_status(
                 quota_line=quota,
                 estimate=estimate_text(bot, task, position),
             )
-            message = await _send_status(bot, channel, task, embed)
+            attach = where is ResultWhere.DM or bool(entry.payload.get("attach_files"))
+            message = await _send_status(bot, channel, task, embed, attach=attach)
     except discord.HTTPException as error:
         log.info("Task %d: the status message can't be posted (%s)", task.id, error)
         await _end_in_intake(bot, task, CANNOT_POST)
@@ -493,16 +497,21 @@ async def _post_status(
 
 
 async def _send_status(
-    bot: ServiceBot, channel: discord.abc.Messageable, task: Task, embed: discord.Embed
+    bot: ServiceBot,
+    channel: discord.abc.Messageable,
+    task: Task,
+    embed: discord.Embed,
+    *,
+    attach: bool,
 ) -> discord.Message:
-    """Post the status message with the picture of the inputs attached; without it where the
-    bot may not attach files."""
-    picture = await bot.media.picture(task.input_dir) if task.input_dir else None
+    """Post the status message with the picture of the inputs attached when the bot may
+    attach files there (`attach`) and the picture was made; else without it."""
+    picture = await bot.media.picture(task.input_dir) if attach and task.input_dir else None
     if picture is not None:
         try:
-            return await channel.send(embed=embed, file=discord.File(picture, picture.name))
-        except discord.Forbidden as error:
-            log.info("Task %d: the status goes without its picture (%s)", task.id, error)
+            file = discord.File(picture, picture.name)
         except OSError:
             log.warning("Task %d: the picture of the inputs can't be read", task.id, exc_info=True)
+        else:
+            return await channel.send(embed=embed, file=file)
     return await channel.send(embed=embed)

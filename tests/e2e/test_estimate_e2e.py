@@ -90,3 +90,19 @@ async def test_status_shows_the_estimate_and_the_picture_and_details_shows_it_ag
         shown = estimates(status_requests(world, second))
         assert any("From the last 1 videos like this." in line for line in shown), shown
     world.check_clean()
+
+
+async def test_without_the_right_to_attach_files_the_status_goes_without_the_picture(
+    world: World,
+) -> None:
+    world.api.finish_after = 1000
+    world.discord.deny_attach_files(str(world.discord.channel_id))
+    async with world.bot():
+        interaction = await world.video([png(), png(500, 400)])
+        assert "on its way" in await world.answer(interaction)
+        await world.until(lambda: world.api.submits)
+        [task] = world.tasks()
+        [post] = status_requests(world, task)[:1]
+        assert post.status == 200 and post.files == []
+        assert estimates([post]), "the estimate is there all the same"
+    world.check_clean()
