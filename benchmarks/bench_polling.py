@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bot.polling import PollPlanner, PollPolicy
 from bot.timing import GenerationTimeModel, TaskKind
 
-# --- today's defaults, read from the engine so the figures follow it ------------------------
+# --- today's schedule: the engine's growing gaps before issue 14 (its defaults) -----------------
 # The growing-gap rule the engine had before the learned plan (issue 14), kept here as the
 # baseline: the defaults it ran with.
 POLL_INTERVAL = 10.0
