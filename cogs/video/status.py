@@ -78,24 +78,26 @@ def estimate_text(bot: ServiceBot, task: Task, queue_position: int | None) -> st
     return None
 
 
-#: The quarters of its likely time at which a running task's status is shown again (the bar
-#: moves), and the least time between two such refreshes (seconds).
+#: The shares of the usual time of its kind (by when 9 in 10 such tasks are done) at which a
+#: running task's status is shown again (its bar moves), and the least time between two such
+#: refreshes (seconds). Fixed marks: the likely finish moves later while a task runs, so marks
+#: taken from it would slide and come again and again.
 REFRESH_MARKS = (0.25, 0.5, 0.75)
 REFRESH_MIN_GAP = 10.0
 
 
 def next_refresh(bot: ServiceBot, task: Task, now: float) -> float | None:
-    """When a running task's status says something new (unix seconds): its bar reaches the
-    next quarter, or it turns "taking longer than usual"; None when nothing more will change.
-    So a task's status is edited a handful of times, never once per poll."""
+    """When a running task's status says something new (unix seconds): its bar moves on, or it
+    turns "taking longer than usual"; None when nothing more will change. So a task's status
+    is edited a handful of times (at most four), never once per poll."""
     if task.state not in RUNNING or task.submitted_at is None:
         return None
     polls = bot.engine.polls
-    running, ready = polls.running(task)
+    running, _ready = polls.running(task)
     if running.late:
         return None
-    marks = [task.submitted_at + running.usual / polls.scale + 1.0]
-    if ready is not None:
-        marks += [task.submitted_at + f * (ready - task.submitted_at) for f in REFRESH_MARKS]
-    upcoming = [mark for mark in marks if mark >= now + REFRESH_MIN_GAP]
+    usual = running.usual / polls.scale
+    marks = [task.submitted_at + f * usual for f in REFRESH_MARKS]
+    marks.append(task.submitted_at + usual + 1.0 / polls.scale)  # just past: "longer than usual"
+    upcoming = [mark for mark in marks if mark >= now + REFRESH_MIN_GAP / polls.scale]
     return min(upcoming) if upcoming else None
