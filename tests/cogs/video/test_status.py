@@ -73,3 +73,19 @@ async def test_a_running_task_is_shown_again_only_a_few_times(
     clock[0] = start + 1
     early = estimate_text(bot, task, None)
     assert early is not None and "▱▱▱▱▱▱▱▱▱▱ Likely ready <t:" in early, early
+
+
+async def test_quota_says_when_a_slot_likely_frees(fake: FakeDiscord, bot: ServiceBot) -> None:
+    """The first of the member's tasks to end: a running one, else the first waiting one."""
+    now = 1_800_000_000.0
+    bot.engine.polls._clock = lambda: now
+    polls = bot.engine.polls
+    assert polls.next_free([]) is None
+    old = await at_the_provider(bot, await a_task(bot), now - 100)
+    new = await at_the_provider(bot, await a_task(bot), now - 10)
+    both = polls.next_free([old, new])
+    alone = polls.next_free([new])
+    assert both is not None and alone is not None
+    assert now < both < alone, "the one running longer likely ends first"
+    waiting = polls.next_free([await a_task(bot)])
+    assert waiting is not None and waiting > now + 60, "a waiting one has all its time ahead"
