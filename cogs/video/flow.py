@@ -16,7 +16,6 @@ refused before the reservation is a private answer that says what to fix.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -24,7 +23,6 @@ from typing import Any
 
 import discord
 
-from bot.collage import make_collage
 from bot.config import ImageTransport
 from bot.credits import CreditsExceeded
 from bot.engine import new_callback_token
@@ -48,6 +46,7 @@ from cogs.caller import caller_limits, role_ids
 from cogs.messages import clip, describe_error, jump_url, link_guild, status_embed
 from cogs.services import ServiceBot
 from cogs.video.answers import acknowledge, answer, find_own_message, open_dm
+from cogs.video.picture import save_picture, send_status
 from cogs.video.status import edit_status, estimate_text, quota_line
 
 log = logging.getLogger(__name__)
@@ -309,7 +308,7 @@ async def _reserve(bot: ServiceBot, entry: OpenInteraction, request: VideoReques
     inputs, image_urls, changes = await _collect_inputs(bot, request, locale)
     assert entry.external_task_id is not None
     folder = await bot.media.save_inputs(entry.external_task_id, inputs)
-    await _save_picture(bot, folder, inputs)
+    await save_picture(bot, folder, inputs)
     notes = TaskNotes(
         result_where=ResultWhere(entry.payload["where"]),
         quota_daily=None if limits.exempt else limits.daily_per_user,
@@ -354,16 +353,6 @@ def _guild_refusal(locale: str, settings: GuildSettings, user_id: int, prompt: s
     if word is not None:
         return text(locale, "reply.blocked_word", word=word)
     return None
-
-
-async def _save_picture(bot: ServiceBot, folder: Path, inputs: list[tuple[str, bytes]]) -> None:
-    """Make the picture of the inputs once (in a worker thread) and keep it beside them; a
-    request goes on without it when it can't be made."""
-    try:
-        collage = await asyncio.to_thread(make_collage, [data for _, data in inputs])
-        await bot.media.save_picture(folder, collage.filename, collage.data)
-    except Exception:
-        log.exception("The picture of the inputs in %s couldn't be made", folder)
 
 
 class InputsGone(Exception):
@@ -463,7 +452,7 @@ async def _post_status(
                 estimate=estimate_text(bot, task, position),
             )
             attach = where is ResultWhere.DM or bool(entry.payload.get("attach_files"))
-            message = await _send_status(bot, channel, task, embed, attach=attach)
+            message = await send_status(bot, channel, task, embed, attach=attach)
     except discord.HTTPException as error:
         log.info("Task %d: the status message can't be posted (%s)", task.id, error)
         await _end_in_intake(bot, task, CANNOT_POST)
@@ -494,24 +483,3 @@ async def _post_status(
     if no_thread:
         await edit_status(bot, task, queue_position=position)
     return task
-
-
-async def _send_status(
-    bot: ServiceBot,
-    channel: discord.abc.Messageable,
-    task: Task,
-    embed: discord.Embed,
-    *,
-    attach: bool,
-) -> discord.Message:
-    """Post the status message with the picture of the inputs attached when the bot may
-    attach files there (`attach`) and the picture was made; else without it."""
-    picture = await bot.media.picture(task.input_dir) if attach and task.input_dir else None
-    if picture is not None:
-        try:
-            file = discord.File(picture, picture.name)
-        except OSError:
-            log.warning("Task %d: the picture of the inputs can't be read", task.id, exc_info=True)
-        else:
-            return await channel.send(embed=embed, file=file)
-    return await channel.send(embed=embed)
