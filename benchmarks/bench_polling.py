@@ -43,16 +43,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.engine import RATE_HEADROOM, EngineConfig
 from bot.polling import PollPlanner, PollPolicy
 from bot.timing import GenerationTimeModel, TaskKind
 
-# --- today's defaults, read from the engine so the figures follow it ------------------------
-_TODAY = EngineConfig()
-POLL_INTERVAL = _TODAY.poll_interval
-POLL_MAX = _TODAY.poll_max_interval
-POLL_GROWTH = _TODAY.poll_growth
-POLL_JITTER = _TODAY.poll_jitter
+# --- today's schedule: the engine's growing gaps before issue 14 (its defaults) -----------------
+# The growing-gap rule the engine had before the learned plan (issue 14), kept here as the
+# baseline: the defaults it ran with.
+POLL_INTERVAL = 10.0
+POLL_MAX = 60.0
+POLL_GROWTH = 1.5
+POLL_JITTER = 0.1
+RATE_HEADROOM = 1.25
 #: Other planner knobs to try, e.g. BENCH_POLICY='{"poll_cost": 1.0}' (default: production).
 POLICY = json.loads(os.environ.get("BENCH_POLICY", "{}"))
 RATE = 5.0  # API_MAX_QUERIES_PER_SECOND default

@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=30.0, ge=3, le=3600)
 
     # --- tasks ---
-    poll_interval_seconds: float = Field(default=10.0, gt=0, le=600)
+    poll_interval_seconds: float = Field(default=2.0, gt=0, le=600)
     poll_max_interval_seconds: float = Field(default=60.0, gt=0, le=3600)
     task_timeout_seconds: float = Field(default=1800.0, gt=0)
     video_max_bytes: int = Field(default=200 * 1024 * 1024, gt=0)

@@ -46,7 +46,7 @@ class PollPolicy:
 
     min_gap: float = 2.0
     max_gap: float = 60.0  # POLL_MAX_INTERVAL_SECONDS
-    poll_cost: float = 0.8  # λ: seconds of waiting one query is worth
+    poll_cost: float = 0.9  # λ: seconds of waiting one query is worth
     late_quantile: float = 0.95
     queries_per_second: float | None = None  # API_MAX_QUERIES_PER_SECOND
     rate_headroom: float = 1.25  # keep polls this far under the rate, so a backlog drains
@@ -114,6 +114,11 @@ class PollPlanner:
         self._share_at = -math.inf
         self._late: dict[GenerationTime, float] = {}
         self._callbacks_missed = 0
+
+    def set_policy(self, policy: PollPolicy) -> None:
+        """Plan with `policy` from now on (e.g. a new share of the query rate)."""
+        self.policy = policy
+        self._share = None  # the budget's share is worked out again with the next poll
 
     @property
     def callbacks_trusted(self) -> bool:

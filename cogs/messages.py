@@ -91,8 +91,11 @@ def status_embed(
     queue_position: int | None = None,
     quota_line: str | None = None,
     result_link: str | None = None,
+    estimate: str | None = None,
 ) -> discord.Embed:
-    """The public status message of a task."""
+    """The public status message of a task; `estimate` is when it is likely ready, in words
+    (`bot.eta`). The picture of its input images is the message's attachment, not the embed's
+    image: an edit of an embed that shows its own attachment makes Discord show it twice."""
     locale = task.locale
     embed = discord.Embed(
         title=text(locale, "status.title", task_id=task.id),
@@ -111,6 +114,12 @@ def status_embed(
         value=clip(state_text(task, queue_position, result_link), EMBED_FIELD_MAX),
         inline=False,
     )
+    if estimate:
+        embed.add_field(
+            name=text(locale, "status.estimate"),
+            value=clip(estimate, EMBED_FIELD_MAX),
+            inline=False,
+        )
     embed.add_field(
         name=text(locale, "status.elapsed"), value=timestamp(task.created_at), inline=True
     )

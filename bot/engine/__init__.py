@@ -4,7 +4,8 @@
 - `schedule`: when each task is looked at next (a heap of due actions)
 - `steps`: the engine's steps in flight, and which of them `stop` may cancel
 - `submit_queue`: the tasks waiting for a slot at the provider, and their places
-- `gaps`: how long the engine waits between two polls of a task
+- `leases`: which tasks this process works, renewed; a dead process's taken over
+- `polls`: when to poll each task (planned from the learned generation times), and estimates
 - `request`: what is POSTed for a task
 - `callbacks`: the listener for the provider's notices
 - `chores`: the periodic jobs (heartbeat, retention sweep, the cap's check)
@@ -20,13 +21,11 @@ from __future__ import annotations
 from bot.engine.callbacks import new_callback_token
 from bot.engine.config import EngineConfig
 from bot.engine.credit_alerts import CreditCapWatch
-from bot.engine.gaps import RATE_HEADROOM
 from bot.engine.machine import TaskEngine
 from bot.engine.notifier import Delivered, Notifier
 from bot.engine.retention import ROW_RETENTION_FLOOR_SECONDS
 
 __all__ = [
-    "RATE_HEADROOM",
     "ROW_RETENTION_FLOOR_SECONDS",
     "CreditCapWatch",
     "Delivered",

@@ -9,9 +9,9 @@ out, so a crash between an ending and its message never loses the message.
 
 One scheduler loop drives the parts, each in its own module: the `Schedule` of due actions
 (the durable-timer pattern; the loop is woken early through an `asyncio.Event` by new tasks and
-callbacks), the `SubmitQueue` (at most `max_concurrent` tasks at the provider), the `PollGaps`
-(from `poll_interval` to `poll_max_interval`, within the client's shared rate limit), the
-`Steps` in flight, the `CallbackServer`, the video download (`keep_video`) and the periodic
+callbacks), the `SubmitQueue` (at most `max_concurrent` tasks at the provider), the
+`EnginePolls` (polls planned from the learned generation times, within the client's shared
+rate limit), the `LeaseKeeper` (which tasks this process works), the `Steps` in flight, the `CallbackServer`, the video download (`keep_video`) and the periodic
 `Chores` (heartbeat, retention sweep, the cap's check). It records polls and deliveries in a
 `MetricsRecorder`. The engine never imports discord: it tells a `Notifier`, which the Discord
 side implements.
@@ -34,9 +34,9 @@ from bot.engine.chores import Chores
 from bot.engine.config import EngineConfig
 from bot.engine.credit_alerts import CreditCapWatch
 from bot.engine.download import keep_video
-from bot.engine.gaps import PollGaps
 from bot.engine.leases import LeaseKeeper
 from bot.engine.notifier import Notifier
+from bot.engine.polls import EnginePolls
 from bot.engine.request import build_request
 from bot.engine.schedule import Action, Schedule
 from bot.engine.steps import Steps
@@ -100,7 +100,7 @@ class TaskEngine:
         self.callbacks = CallbackServer(store, self.wake)
         self.schedule = Schedule()
         self.steps = Steps(on_error=self._retry_later, on_done=self._wake.set)
-        self.gaps = PollGaps(self.config, client, self.queue.at_provider)
+        self.polls = EnginePolls(self.config, client, clock=clock)
         self.leases = LeaseKeeper(
             store, self.config, self.queue, client.limiter, metrics=self.metrics
         )
@@ -115,21 +115,25 @@ class TaskEngine:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Pick up every unfinished task another process doesn't hold; start the scheduler."""
+        """Learn from the finished tasks, pick up every unfinished task another process doesn't
+        hold (queue order kept) and start the scheduler."""
+        learned = await self.polls.load(self.store)
         for task in await self.leases.start():
             self._adopt(task)
         port = self.config.callback_listen_port
         if port is not None and self.config.callback_public_url:
             if not await self.callbacks.start(port):  # no listener: no callback URL to give
                 self.config = replace(self.config, callback_public_url=None)
+                self.polls.without_callbacks()
         self._background = [
             asyncio.create_task(self._run_loop(), name="kling-engine"),
             asyncio.create_task(self.queue.run(), name="kling-queue-places"),
         ]
         log.info(
-            "Engine started: %d queued, %d at the provider",
+            "Engine started: %d queued, %d at the provider, %d finished tasks learned from",
             len(self.queue.waiting),
             len(self.queue.at_provider),
+            learned,
         )
 
     async def stop(self) -> None:
@@ -174,6 +178,7 @@ class TaskEngine:
         """Look at a tracked task now (a callback said it changed)."""
         action = self.schedule.pending(task_id)
         if action is not None:
+            self.polls.called_back(task_id)
             self._schedule(task_id, action, 0.0)
 
     def _adopt(self, task: Task) -> None:
@@ -181,11 +186,11 @@ class TaskEngine:
             self.queue.append(task.id)
         elif task.state is TaskState.SUBMITTING:
             self.queue.at_provider.add(task.id)
-            self._schedule(task.id, Action.RESOLVE, self.gaps.first())
+            self._schedule(task.id, Action.RESOLVE, self.polls.first())
         elif task.state in (TaskState.SUBMITTED, TaskState.PROCESSING):
             self.queue.at_provider.add(task.id)
-            self.gaps.restart(task.id)
-            self._schedule(task.id, Action.POLL, self.gaps.first())
+            self.polls.track(task)
+            self._schedule(task.id, Action.POLL, self.polls.first())
         elif task.state is TaskState.SUCCEEDED:
             self._schedule(task.id, Action.DELIVER, 0.0)
         elif task.state in (TaskState.FAILED, TaskState.TIMED_OUT):  # ended, notice not out
@@ -199,7 +204,7 @@ class TaskEngine:
 
     def _forget(self, task_id: int) -> None:
         self.schedule.cancel(task_id)
-        self.gaps.forget(task_id)
+        self.polls.forget(task_id)
         self.retries.forget(task_id)
         if task_id in self.queue.at_provider:
             self.queue.at_provider.discard(task_id)
@@ -263,6 +268,7 @@ class TaskEngine:
             else:
                 await self._resolve(task)
         else:
+            self.polls.ensure(task)  # e.g. taken up again after an error in its step
             await self._poll(task)
 
     # --- submit ---------------------------------------------------------------------------
@@ -334,7 +340,7 @@ class TaskEngine:
             found = await self.client.find_by_external_id(task.external_task_id)
         except KlingError as error:
             log.warning("Task %d: lookup by external id failed (%s); later", task.id, error)
-            self._schedule(task.id, Action.RESOLVE, self.gaps.next(task.id))
+            self._schedule(task.id, Action.RESOLVE, self.polls.next(task.id))
             return
         if found is not None:
             log.info("Task %d: found at the provider as %s", task.id, found.task_id)
@@ -352,7 +358,7 @@ class TaskEngine:
         task = await self.store.transition(
             task.id, TaskState.SUBMITTED, kling_task_id=remote.task_id
         )
-        self.gaps.restart(task.id)
+        self.polls.track(task)
         await self._tell(self.notifier.progress(task, None))
         await self._apply_status(task, remote)
 
@@ -374,7 +380,7 @@ class TaskEngine:
                 return
             level = logging.WARNING if isinstance(error, TaskNotFoundError) else logging.INFO
             log.log(level, "Task %d: query failed (%s); next poll later", task.id, error)
-            self._schedule(task.id, Action.POLL, self.gaps.next(task.id))
+            self._schedule(task.id, Action.POLL, self.polls.next(task.id))
             return
         if not remote.finished and self._timed_out(task):
             await self._time_out(task)
@@ -394,9 +400,11 @@ class TaskEngine:
                 reason = remote.missing_video_reason()
                 await self._fail(task, FailureReason.NO_VIDEO, reason, remote.final_unit_deduction)
                 return
+            finished_at = self.polls.finished(task)  # learned; None: not known well enough
             task = await self.store.transition(
                 task.id,
                 TaskState.SUCCEEDED,
+                **({} if finished_at is None else {"finished_at": finished_at}),
                 video_url=video.url,
                 status_message=remote.task_status_msg,
                 provider_deduction=remote.final_unit_deduction,
@@ -411,11 +419,10 @@ class TaskEngine:
             )
         elif status is TaskStatus.PROCESSING and task.state is not TaskState.PROCESSING:
             task = await self.store.transition(task.id, TaskState.PROCESSING)
-            self.gaps.restart(task.id)  # it moved: look again soon
             await self._tell(self.notifier.progress(task, None))
-            self._schedule(task.id, Action.POLL, self.gaps.next(task.id))
+            self._schedule(task.id, Action.POLL, self.polls.next(task.id))
         else:
-            self._schedule(task.id, Action.POLL, self.gaps.next(task.id))
+            self._schedule(task.id, Action.POLL, self.polls.next(task.id))
 
     # --- endings --------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from bot.store.rows import (
@@ -16,7 +17,7 @@ from bot.store.rows import (
     fetch_tasks,
     task_from_row,
 )
-from bot.tasks import FINISHED, TRANSITIONS, Task, TaskState, UsageSummary
+from bot.tasks import FINISHED, TRANSITIONS, Task, TaskOptions, TaskState, UsageSummary
 
 
 class TaskRows(Rows):
@@ -147,6 +148,22 @@ class TaskRows(Rows):
             f"{SELECT_TASK} WHERE user_id = ? AND state IN ({ACTIVE_SQL}) ORDER BY id",
             (user_id,),
         )
+
+    async def generation_history(self, limit: int) -> list[tuple[TaskOptions, float, float]]:
+        """The last `limit` tasks that finished with a video, oldest first: each one's options,
+        `submitted_at` and `finished_at` (when the provider finished, as well as the engine
+        knew it), for the learned generation times (`bot.timing`)."""
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT options, submitted_at, finished_at FROM tasks "
+                "WHERE state IN ('succeeded', 'delivered') AND submitted_at IS NOT NULL "
+                "AND finished_at IS NOT NULL ORDER BY finished_at DESC, id DESC LIMIT ?",
+                (limit,),
+            )
+        return [
+            (TaskOptions.from_json(json.loads(options)), float(submitted), float(finished))
+            for options, submitted, finished in reversed(rows)
+        ]
 
     async def usage_summary(self, guild_id: int, since: float) -> UsageSummary:
         """A guild's tasks since `since`: how many, by state, and by how many users."""

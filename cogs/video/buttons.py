@@ -87,7 +87,7 @@ class TaskButton(
             await reply_privately(interaction, text(locale, "reply.task_gone"))
             return
         if self.action == "details":
-            await reply_privately(interaction, embed=details_embed(task, locale, bot))
+            await reply_details(interaction, task, locale)
             return
         if not may_manage(interaction, task):
             await reply_privately(interaction, text(locale, "reply.not_yours"))
@@ -137,6 +137,20 @@ def details_embed(task: Task, locale: str, bot: ServiceBot) -> discord.Embed:
     )
     embed.add_field(name="Prompt", value=clip(task.prompt, 1024), inline=False)
     return embed
+
+
+async def reply_details(interaction: discord.Interaction[Any], task: Task, locale: str) -> None:
+    """Show Details privately, with the picture of the inputs while it is kept."""
+    bot: ServiceBot = interaction.client
+    embed = details_embed(task, locale, bot)
+    picture = None
+    if task.input_dir and task.inputs_removed_at is None:
+        picture = await bot.media.picture(task.input_dir)
+    if picture is None:
+        await reply_privately(interaction, embed=embed)
+        return
+    embed.set_image(url=f"attachment://{picture.name}")  # never edited, so shown once
+    await reply_privately(interaction, embed=embed, files=[discord.File(picture, picture.name)])
 
 
 async def delete_result(interaction: discord.Interaction[Any], task: Task) -> None:

@@ -213,6 +213,12 @@ class VideoCog(commands.Cog):
             limits.daily_per_user is None or used < limits.daily_per_user
         ):
             next_free = None
+        next_text = timestamp(next_free) if next_free else "—"
+        concurrent_limit = None if limits.exempt else limits.concurrent_per_user
+        if next_free is None and concurrent_limit is not None and len(active) >= concurrent_limit:
+            likely = self.bot.engine.polls.next_free(active)  # the learned generation times
+            if likely is not None:
+                next_text = text(locale, "quota.next_likely", when=timestamp(likely))
         body = text(
             locale,
             "quota.body",
@@ -224,7 +230,7 @@ class VideoCog(commands.Cog):
             concurrent=unlimited
             if limits.exempt or limits.concurrent_per_user is None
             else limits.concurrent_per_user,
-            next=timestamp(next_free) if next_free else "—",
+            next=next_text,
         )
         if limits.exempt:
             body += "\n" + text(locale, "quota.exempt")

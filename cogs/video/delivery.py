@@ -2,7 +2,8 @@
 
 Everything here is an ordinary bot message or message edit (never the interaction webhook,
 whose token dies after 15 minutes). Status edits are throttled to one per `EDIT_INTERVAL`
-per task; final states are shown at once.
+per task; final states are shown at once. Besides the engine's news, a running task's status
+is shown again only when its estimate says something new (`status.next_refresh`: a few times).
 
 An ending (the video, or the notice of a failure) reaches the user exactly once, whenever the
 process dies: each step is either an edit (the final status: simply done again) or a post
@@ -32,7 +33,7 @@ from cogs.messages import MESSAGE_MAX, clip, failure_reason, jump_url, link_guil
 from cogs.services import ServiceBot
 from cogs.video.answers import carries_button, find_own_message, open_dm
 from cogs.video.buttons import notice_view, result_view, task_marker
-from cogs.video.status import edit_status
+from cogs.video.status import edit_status, next_refresh
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class DiscordNotifier:
         self._last_edit: dict[int, float] = {}
         self._latest: dict[int, tuple[Task, int | None]] = {}
         self._pending: dict[int, asyncio.Task[None]] = {}
+        self._refresh: dict[int, asyncio.TimerHandle] = {}
 
     # --- the engine's Notifier protocol ----------------------------------------------------
 
@@ -144,6 +146,9 @@ class DiscordNotifier:
         for pending in self._pending.values():
             pending.cancel()
         self._pending.clear()
+        for refresh in self._refresh.values():
+            refresh.cancel()
+        self._refresh.clear()
 
     # --- status message ----------------------------------------------------------------------
 
@@ -162,6 +167,25 @@ class DiscordNotifier:
         task, position = latest
         self._last_edit[task_id] = time.monotonic()
         await edit_status(self.bot, task, queue_position=position)
+        self._plan_refresh(task)
+
+    def _plan_refresh(self, task: Task) -> None:
+        """Show the task's status again when its estimate says something new."""
+        old = self._refresh.pop(task.id, None)
+        if old is not None:
+            old.cancel()
+        now = time.time()
+        at = next_refresh(self.bot, task, now)
+        if at is not None:
+            loop = asyncio.get_running_loop()
+            self._refresh[task.id] = loop.call_later(at - now, self._refresh_now, task)
+
+    def _refresh_now(self, task: Task) -> None:
+        self._refresh.pop(task.id, None)
+        if task.id not in self._latest:  # else newer news is about to be shown anyway
+            self._latest[task.id] = (task, None)
+            if task.id not in self._pending:
+                self._pending[task.id] = asyncio.create_task(self._edit_later(task.id, 0.0))
 
     async def _finish_status(self, task: Task, result_link: str | None) -> None:
         """Show the final state at once, whatever the throttle says.
@@ -173,6 +197,9 @@ class DiscordNotifier:
         pending = self._pending.pop(task.id, None)
         if pending is not None:
             pending.cancel()
+        refresh = self._refresh.pop(task.id, None)
+        if refresh is not None:
+            refresh.cancel()
         self._latest.pop(task.id, None)
         self._last_edit.pop(task.id, None)
         final = replace(task, state=TaskState.DELIVERED) if result_link is not None else task

@@ -46,7 +46,8 @@ from cogs.caller import caller_limits, role_ids
 from cogs.messages import clip, describe_error, jump_url, link_guild, status_embed
 from cogs.services import ServiceBot
 from cogs.video.answers import acknowledge, answer, find_own_message, open_dm
-from cogs.video.status import edit_status, quota_line
+from cogs.video.picture import save_picture, send_status
+from cogs.video.status import edit_status, estimate_text, quota_line
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +167,12 @@ def video_payload(interaction: discord.Interaction[Any], request: VideoRequest) 
         where = ResultWhere.DM
     else:
         where = ResultWhere.THREAD if can_open_thread(interaction) else ResultWhere.CHANNEL
+    permissions = interaction.app_permissions
     return {
         "request": request.to_payload(),
         "roles": role_ids(interaction.user),
+        # The picture of the inputs goes with the status message where the bot may attach it.
+        "attach_files": interaction.guild is None or permissions.attach_files,
         "upload_limit": interaction.filesize_limit,
         "where": where.value,
         "missing": missing,
@@ -304,6 +308,7 @@ async def _reserve(bot: ServiceBot, entry: OpenInteraction, request: VideoReques
     inputs, image_urls, changes = await _collect_inputs(bot, request, locale)
     assert entry.external_task_id is not None
     folder = await bot.media.save_inputs(entry.external_task_id, inputs)
+    await save_picture(bot, folder, inputs)
     notes = TaskNotes(
         result_where=ResultWhere(entry.payload["where"]),
         quota_daily=None if limits.exempt else limits.daily_per_user,
@@ -440,9 +445,14 @@ async def _post_status(
                 bot, channel, task.created_at, lambda m: any(e.title == title for e in m.embeds)
             )
         if message is None:
-            message = await channel.send(
-                embed=status_embed(task, queue_position=position, quota_line=quota)
+            embed = status_embed(
+                task,
+                queue_position=position,
+                quota_line=quota,
+                estimate=estimate_text(bot, task, position),
             )
+            attach = where is ResultWhere.DM or bool(entry.payload.get("attach_files"))
+            message = await send_status(bot, channel, task, embed, attach=attach)
     except discord.HTTPException as error:
         log.info("Task %d: the status message can't be posted (%s)", task.id, error)
         await _end_in_intake(bot, task, CANNOT_POST)

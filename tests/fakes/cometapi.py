@@ -206,6 +206,8 @@ class FakeCometAPI:
     external_lookup: bool = True  # False: querying by external_task_id finds nothing (undocumented)
     #: decides each new task's outcome from its submit body (instead of `outcome` for all)
     outcome_for: Callable[[dict[str, Any]], Literal["succeed", "failed"]] | None = None
+    #: decides each new task's `finish_after` from its submit body (instead of one for all)
+    finish_after_for: Callable[[dict[str, Any]], float] | None = None
     clock: Callable[[], float] = time.monotonic
     rough: Roughness | None = field(default_factory=Roughness)  # None: every answer in one piece
     videos: list[Any] | None = None  # what a succeeded task lists (None: its one real video)
@@ -339,7 +341,9 @@ class FakeCometAPI:
             body=body,
             created=self.clock(),
             processing_after=self.processing_after,
-            finish_after=self.finish_after,
+            finish_after=self.finish_after_for(body)
+            if self.finish_after_for
+            else self.finish_after,
             outcome=self.outcome_for(body) if self.outcome_for else self.outcome,
             failure_message=self.failure_message,
             video_bytes=self.video_bytes,

@@ -104,11 +104,13 @@ async def test_a_dead_engines_tasks_are_taken_over(world: World) -> None:
     metrics = Metrics("b", system=False)
     b = await world.engine(config("b"), metrics=metrics)
     assert b.leases.taken_over == 0, "a's leases still run: nothing taken over yet"
-    # b took the two waiting ones at its start (a never held them: a task is held from its
-    # submit on), and takes the two at the provider over once a's leases ran out.
+    # b takes the two at the provider over once a's leases ran out; the two waiting ones it
+    # took at its start, or over as well if a's look at its leases had claimed them by then.
     await world.notifier.wait(lambda: len(world.notifier.delivered) == 4, timeout=20)
-    assert b.leases.taken_over == 2
-    assert b'kling_bot_lease_takeovers_total{process="b"} 2.0' in metrics.exposition()
+    taken = b.leases.taken_over
+    assert 2 <= taken <= 4
+    counted = f'kling_bot_lease_takeovers_total{{process="b"}} {taken}.0'
+    assert counted.encode() in metrics.exposition()
     delivered_once(world, 4)
     assert len(world.api.tasks) == 4, "never a second submit of a task a had sent"
     for task in tasks:

@@ -230,3 +230,39 @@ async def test_a_nul_in_text_is_kept_alike_on_every_backend(store: TaskStore) ->
     assert moved.status_message == "bad\ufffdnews"
     await store.set_meta("k\x00", "v\x00")
     assert await store.get_meta("k\x00") == "v\ufffd"
+
+
+async def test_generation_history_lists_tasks_finished_with_a_video(
+    store: TaskStore, clock: Clock
+) -> None:
+    """Succeeded and delivered tasks, oldest first, the newest `limit`; failures never."""
+
+    async def run(seconds: float, end: TaskState, mode: str = "std") -> None:
+        options = TaskOptions(duration="10", mode=mode)
+        task = await store.reserve(new_task(options=options), UNLIMITED)
+        await store.transition(task.id, TaskState.SUBMITTING)
+        await store.transition(task.id, TaskState.SUBMITTED, kling_task_id=f"k-{task.id}")
+        clock.t += seconds
+        if end is TaskState.FAILED:
+            await store.transition(task.id, TaskState.FAILED, error_code="provider_failed")
+            return
+        await store.transition(task.id, TaskState.SUCCEEDED, finished_at=clock.t - 1)
+        if end is TaskState.DELIVERED:
+            await store.transition(task.id, TaskState.DELIVERED)
+
+    start = clock.t
+    await run(100, TaskState.SUCCEEDED)
+    await run(50, TaskState.FAILED)
+    await run(70, TaskState.DELIVERED, mode="pro")
+    await run(90, TaskState.DELIVERED)
+    unfinished = await store.reserve(new_task(), UNLIMITED)
+    await store.transition(unfinished.id, TaskState.SUBMITTING)
+    assert start < clock.t
+    history = await store.generation_history(10)
+    assert [(o.mode, o.duration, round(f - s)) for o, s, f in history] == [
+        ("std", "10", 99),
+        ("pro", "10", 69),
+        ("std", "10", 89),
+    ]
+    assert [round(f - s) for _, s, f in await store.generation_history(2)] == [69, 89]
+    assert await store.generation_history(0) == []

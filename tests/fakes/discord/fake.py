@@ -185,15 +185,17 @@ class FakeDiscord(DiscordState):
         *,
         times: int = 1,
         with_files: bool = False,
+        match: Callable[[RecordedRequest], bool] | None = None,
     ) -> None:
         r"""Answer the next ``times`` matching requests only after ``seconds``.
 
         The request takes effect first (a POSTed message is stored and dispatched), then the
         answer waits: like Discord having done it while the answer is lost or late. With
-        ``with_files`` only multipart requests carrying files match. Delayed requests are
-        listed in :attr:`delayed` as soon as their effect is stored.
+        ``with_files`` only multipart requests carrying files match, with ``match`` only
+        those it accepts. Delayed requests are listed in :attr:`delayed` as soon as their
+        effect is stored.
         """
-        self._faults.delay(method, path_pattern, seconds, times, with_files)
+        self._faults.delay(method, path_pattern, seconds, times, with_files, match)
 
     def hold_next(
         self,

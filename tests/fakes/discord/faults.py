@@ -38,6 +38,7 @@ class Delay:
     seconds: float
     times: int
     with_files: bool
+    match: Callable[[RecordedRequest], bool] | None = None
 
 
 @dataclass
@@ -97,11 +98,17 @@ class Faults:
         )
 
     def delay(
-        self, method: str, path_pattern: str, seconds: float, times: int, with_files: bool
+        self,
+        method: str,
+        path_pattern: str,
+        seconds: float,
+        times: int,
+        with_files: bool,
+        match: Callable[[RecordedRequest], bool] | None = None,
     ) -> None:
         """Answer the next ``times`` matching requests only after ``seconds``."""
         self.delays.append(
-            Delay(method.upper(), re.compile(path_pattern), seconds, times, with_files)
+            Delay(method.upper(), re.compile(path_pattern), seconds, times, with_files, match)
         )
 
     def hold(
@@ -134,6 +141,8 @@ class Faults:
         for item in self.delays:
             if item.times > 0 and item.method == rec.method and item.pattern.search(rec.path):
                 if item.with_files and not rec.files:
+                    continue
+                if item.match is not None and not item.match(rec):
                     continue
                 item.times -= 1
                 self.state.delayed.append(rec)

@@ -85,7 +85,7 @@ class DiscordState:
         self.guild_commands: dict[str, list[dict[str, Any]]] = {}
         self.cdn: dict[str, tuple[bytes, str]] = {}  # "channel/attachment/name" -> (data, type)
         self.interactions: dict[str, FakeInteraction] = {}
-        self.denied: dict[str, set[str]] = {}  # channel id -> {"threads", "send"}
+        self.denied: dict[str, set[str]] = {}  # channel id -> {"threads", "send", "attach"}
         self.blocked_dm_users: set[str] = set()
         self.guild_id = self.snowflake()
         self.bot_role_id = self.snowflake()
@@ -246,6 +246,10 @@ class DiscordState:
         """Make posting in ``channel_id`` fail with 403 ``50013 Missing Permissions``."""
         self.denied.setdefault(str(channel_id), set()).add("send")
 
+    def deny_attach_files(self, channel_id: str) -> None:
+        """Make uploads in ``channel_id`` fail with 403 ``50013 Missing Permissions``."""
+        self.denied.setdefault(str(channel_id), set()).add("attach")
+
     def block_dms(self, user_id: str) -> None:
         """Messages to this user's DM fail with 403 ``50007 Cannot send messages to this user``."""
         self.blocked_dm_users.add(str(user_id))
@@ -289,6 +293,8 @@ class DiscordState:
             permissions &= ~((1 << 35) | (1 << 36))  # CREATE_PUBLIC/PRIVATE_THREADS
         if "send" in denied:
             permissions &= ~((1 << 11) | (1 << 38))  # SEND_MESSAGES (+ IN_THREADS)
+        if "attach" in denied:
+            permissions &= ~(1 << 15)  # ATTACH_FILES
         return permissions
 
     # ------------------------------------------------------------------ messages
