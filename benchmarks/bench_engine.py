@@ -9,11 +9,12 @@ Sections (each runs in its own child process so RSS and CPU figures don't mix):
   2. 10,000 tracked tasks (restart path: pre-inserted `submitted`): RSS, CPU per query,
      provider "succeed" → notifier.deliver() delay vs the poll gap in effect;
 
-Since issue 14 the engine polls by the learned plan (bot/engine/polls.py), not by growing gaps:
-the "gap in effect" and "poll lateness" figures of section 2 and its "≤ gap" targets still
-describe the old rule (`nominal_gap`) and no longer apply; with no history the plan expects
-about 2 minutes, so section 2's tasks, done within a minute, are polled sparsely at first. The
-polling schedule itself is measured in bench_polling_engine.py (today's rule vs the new one).
+The engine polls by the learned plan (bot/engine/polls.py), not by growing gaps: section 2's
+"gap in effect" and "poll lateness" lines compare with the old rule (`nominal_gap`) for
+reference only, and its delays are shown as information, not against a target: with no history
+the plan expects about 2 minutes, so section 2's tasks, done within a minute, are polled
+sparsely at first. The polling schedule itself, with its targets, is measured in
+bench_polling_engine.py (the old rule against the learned plan).
   3. 1,000 active tasks behind a 50 q/s RateLimiter: busiest sliding 1-second window;
   4. (extra) a queue of waiting tasks: cost of the queue-position announcements.
 
@@ -781,30 +782,15 @@ def main() -> int:
                 "-",
             )
         )
-        rows.append(
-            (
-                "10k tasks: succeed→deliver p50",
-                f"{r['delay_p50']:.1f} s",
-                f"≤ gap {r['gap_p50']:.1f} s",
-                verdict(r["delay_p50"] <= r["gap_p50"] * (1 + POLL_JITTER)),
+        for quantile in ("p50", "p99"):  # the plan's own targets: bench_polling_engine.py
+            rows.append(
+                (
+                    f"10k tasks: succeed→deliver {quantile}",
+                    f"{r['delay_' + quantile]:.1f} s",
+                    "(info, cold start)",
+                    "-",
+                )
             )
-        )
-        rows.append(
-            (
-                "10k tasks: succeed→deliver p99",
-                f"{r['delay_p99']:.1f} s",
-                f"≤ gap {r['gap_p99']:.1f} s",
-                verdict(r["delay_p99"] <= r["gap_p99"] * (1 + POLL_JITTER)),
-            )
-        )
-        rows.append(
-            (
-                "10k tasks: share delivered within gap",
-                f"{r['within_share'] * 100:.1f} %",
-                "100 %",
-                verdict(r["within_share"] >= 0.99),
-            )
-        )
         if r["delivered"] != r["flippers"] or r["failures"] or r["violations"]:
             broken.append(
                 f"section 2: {r['delivered']}/{r['flippers']} delivered, {r['failures']} failed"
