@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiohttp
 from PIL import Image
 
-from bot.engine import EngineConfig, TaskEngine, new_callback_token
+from bot.engine import Delivered, EngineConfig, TaskEngine, new_callback_token
 from bot.kling.client import ClientTimeouts, KlingClient
 from bot.kling.ratelimit import RateLimiter
 from bot.media import MediaStore
@@ -141,10 +141,10 @@ class Notifier:
     async def progress(self, task: Task, queue_position: int | None) -> None:
         pass
 
-    async def deliver(self, task: Task) -> int | None:
+    async def deliver(self, task: Task) -> Delivered:
         self.delivered_at[task.id] = time.monotonic()
         self._check()
-        return 1
+        return Delivered(1, "thread_upload")
 
     async def failed(self, task: Task) -> None:
         self.failures += 1

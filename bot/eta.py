@@ -171,6 +171,8 @@ def minutes(seconds: float) -> int:
 def basis_text(locale: str | None, basis: EstimateBasis, history: int = 0) -> str:
     """What the estimate rests on, in words."""
     if basis is EstimateBasis.HISTORY:
+        if history == 1:
+            return text(locale, "eta.basis_history_one")
         return text(locale, "eta.basis_history", count=history)
     return text(locale, f"eta.basis_{basis.value}")
 

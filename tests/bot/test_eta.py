@@ -11,6 +11,7 @@ from bot.eta import (
     BAR_DONE,
     BAR_TO_GO,
     EstimateBasis,
+    basis_text,
     estimate_queued,
     estimate_running,
     minutes,
@@ -54,6 +55,12 @@ def test_with_history_the_estimate_names_how_many_tasks_it_rests_on() -> None:
     words = running_text("en-US", estimate)
     assert "last 20 videos" in words
     assert "About 2 min left" in words or "About 1 min left" in words
+
+
+def test_one_finished_video_is_said_in_words_that_fit_one() -> None:
+    words = basis_text("en-US", EstimateBasis.HISTORY, 1)
+    assert words == "From the last video like this (the only one so far)."
+    assert "1 video's" not in basis_text("nl", EstimateBasis.HISTORY, 1)
 
 
 def test_a_kind_not_seen_yet_borrows_from_others_and_says_so() -> None:

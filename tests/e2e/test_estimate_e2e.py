@@ -88,7 +88,9 @@ async def test_status_shows_the_estimate_and_the_picture_and_details_shows_it_ag
         await asyncio.sleep(0.3)
         second = world.tasks()[1]
         shown = estimates(status_requests(world, second))
-        assert any("From the last 1 videos like this." in line for line in shown), shown
+        assert any(
+            "From the last video like this (the only one so far)." in line for line in shown
+        ), shown
     world.check_clean()
 
 
