@@ -8,13 +8,10 @@ the notifier handed it over, and a failure or time-out is marked told after its 
 out, so a crash between an ending and its message never loses the message.
 
 One scheduler loop drives the parts, each in its own module: the `Schedule` of due actions
-(the durable-timer pattern; the loop is woken early through an `asyncio.Event` by new tasks and
-callbacks), the `SubmitQueue` (at most `max_concurrent` tasks at the provider), the
-`EnginePolls` (polls planned from the learned generation times, within the client's shared
-rate limit), the `LeaseKeeper` (which tasks this process works), the `Steps` in flight, the `CallbackServer`, the video download (`keep_video`) and the periodic
-`Chores` (heartbeat, retention sweep, the cap's check). It records polls and deliveries in a
-`MetricsRecorder`. The engine never imports discord: it tells a `Notifier`, which the Discord
-side implements.
+(woken early by new tasks and callbacks), the `SubmitQueue` (at most `max_concurrent` at the
+provider), `EnginePolls` (polls planned from the learned generation times), the `LeaseKeeper`
+(which tasks this process works), the `Steps` in flight, the `CallbackServer`, the download
+(`keep_video`) and the periodic `Chores`. It never imports discord: it tells a `Notifier`.
 """
 
 from __future__ import annotations
