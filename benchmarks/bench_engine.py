@@ -447,7 +447,8 @@ async def section2() -> dict[str, Any]:
             within += delay <= gap * (1 + POLL_JITTER)
         # lateness: each observed gap between two polls of a watched task minus the gap the
         # engine meant (jitter is ±10 %), split into the first 30 s real (restart spread) and after
-        early, late = [], []
+        early: list[float] = []
+        late: list[float] = []
         for n in flippers:
             polls = [t for t in rig.api.watch[f"k{n}"] if t < flip_at[n]]
             for k, (a, b) in enumerate(itertools.pairwise(polls), start=1):
@@ -823,8 +824,8 @@ def main() -> int:
     total = time.perf_counter() - started
     print(f"\nSummary (time scaled per section as noted above; total run {total:.0f} s)")
     print(f"{'figure':<42} {'value':>12}  {'target':<20} result")
-    for name, value, target, result in rows:
-        print(f"{name:<42} {value:>12}  {target:<20} {result}")
+    for name, value, target, outcome in rows:
+        print(f"{name:<42} {value:>12}  {target:<20} {outcome}")
     for problem in broken:
         print(f"FUNCTIONALLY BROKEN: {problem}")
     return 1 if broken else 0

@@ -71,7 +71,7 @@ def run_sync(work: Callable[[], Awaitable[T]]) -> T:
     thread.join()
     if "error" in result:
         raise result["error"]
-    return result["value"]  # type: ignore[no-any-return]
+    return result["value"]
 
 
 async def _connect(url: str) -> asyncpg.Connection:

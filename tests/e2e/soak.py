@@ -273,8 +273,8 @@ class _Soak:
         for row in rows:
             by_prompt.setdefault(row["prompt"], []).append(row)
         remote: dict[str, int] = {}
-        for task in world.api.tasks.values():
-            remote[task.body["prompt"]] = remote.get(task.body["prompt"], 0) + 1
+        for remote_task in world.api.tasks.values():
+            remote[remote_task.body["prompt"]] = remote.get(remote_task.body["prompt"], 0) + 1
         messages = [
             message
             for channel in list(world.discord.channels)

@@ -264,7 +264,7 @@ class FakeCometAPI:
     ) -> web.StreamResponse:
         answer = await handler(request)
         if self.rough is None or type(answer) is not web.Response or answer.prepared:
-            return answer  # type: ignore[no-any-return]
+            return answer
         return await send_roughly(request, answer, self.rough)
 
     # --- what tests look at ------------------------------------------------------------
