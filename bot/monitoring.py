@@ -12,7 +12,6 @@ the store, so `bot/app.py` only asks for a recorder and starts (and stops) the s
 
 from __future__ import annotations
 
-import errno
 import logging
 import re
 import socket
@@ -26,7 +25,7 @@ from bot.metrics import (
     heartbeat_check,
     metrics_for,
 )
-from bot.ops import HEARTBEAT_MAX_AGE_SECONDS
+from bot.ops import HEARTBEAT_MAX_AGE_SECONDS, why_not_listening
 from bot.store import TaskStore
 from bot.tasks import TaskState
 
@@ -99,17 +98,11 @@ async def start_metrics_server(
         await server.start()
     except OSError as error:
         await server.stop()
-        why = (
-            "the port is in use (another program, or another bot process with the same "
-            "METRICS_PORT)"
-            if error.errno == errno.EADDRINUSE
-            else error.strerror or str(error)
-        )
         log.error(
             "Can't serve metrics on port %d: %s. Set METRICS_PORT to a free port, or leave it "
             "empty; the bot runs on without /metrics and /healthz.",
             port,
-            why,
+            why_not_listening(error, "METRICS_PORT"),
         )
         return None
     return server

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import shutil
 import socket
 import sqlite3
@@ -201,3 +202,12 @@ def _copy_media(source: Path, target: Path) -> tuple[int, int]:
         size += copy.stat().st_size
     target.mkdir(parents=True, exist_ok=True)
     return files, size
+
+
+def why_not_listening(error: OSError, setting: str) -> str:
+    """Why a port named by `setting` can't be listened on, in an operator's words."""
+    if error.errno == errno.EADDRINUSE:
+        return (
+            f"the port is in use (another program, or another bot process with the same {setting})"
+        )
+    return error.strerror or str(error)

@@ -9,7 +9,6 @@ the public https address.
 
 from __future__ import annotations
 
-import errno
 import hmac
 import logging
 import secrets
@@ -18,6 +17,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from bot.kling.models import KlingTask
+from bot.ops import why_not_listening
 from bot.store import TaskStore
 from bot.tasks import Task
 
@@ -63,17 +63,11 @@ class CallbackServer:
             await site.start()
         except OSError as error:
             await self.stop()
-            why = (
-                "the port is in use (another program, or another bot process with the same "
-                "CALLBACK_LISTEN_PORT)"
-                if error.errno == errno.EADDRINUSE
-                else error.strerror or str(error)
-            )
             log.error(
                 "Can't listen for the provider's callbacks on port %d: %s. The bot runs on "
                 "without callbacks (it polls). Hint: set CALLBACK_LISTEN_PORT to a free port.",
                 port,
-                why,
+                why_not_listening(error, "CALLBACK_LISTEN_PORT"),
             )
             return False
         addresses = self._runner.addresses
