@@ -4,8 +4,6 @@ deliveries, each matched against what the fake CometAPI actually received."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -13,28 +11,12 @@ import pytest
 from bot.engine import TaskEngine
 from bot.kling.client import KlingClient
 from bot.kling.errors import ApiTimeoutError, ConcurrencyLimitError, ServiceUnavailableError
-from bot.media import MediaStore
 from bot.metrics import Metrics
 from bot.ops import HEARTBEAT_KEY
-from bot.store import TaskStore
 from bot.tasks import TaskState
-from tests.bot.engine.test_machine import FAST, RecordingNotifier, World
-from tests.fakes.cometapi import FakeCometAPI
+from tests.bot.engine.test_machine import FAST, World
 
 P = "engine-test"
-
-
-@pytest.fixture
-async def world(tmp_path: Path, database_url: str) -> AsyncIterator[World]:
-    async with FakeCometAPI(finish_after=0.15) as api, aiohttp.ClientSession() as session:
-        store = await TaskStore.open(database_url)
-        w = World(api, store, session, MediaStore(tmp_path / "media"), RecordingNotifier())
-        try:
-            yield w
-        finally:
-            for engine in w.engines:
-                await engine.stop()
-            await store.close()
 
 
 def value(metrics: Metrics, name: str, **labels: str) -> float:

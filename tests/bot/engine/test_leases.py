@@ -5,21 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
 
-import aiohttp
 import pytest
 
 from bot.engine import EngineConfig, TaskEngine
 from bot.kling.ratelimit import RateLimiter
-from bot.media import MediaStore
 from bot.metrics import Metrics
-from bot.store import TaskStore
 from bot.tasks import TaskState
-from tests.bot.engine.test_machine import FAST, RecordingNotifier, World
-from tests.fakes.cometapi import FakeCometAPI
+from tests.bot.engine.test_machine import FAST, World
 
 LEASE = 0.6
 
@@ -27,20 +21,6 @@ LEASE = 0.6
 def config(name: str, **changes: object) -> EngineConfig:
     values: dict[str, object] = {"process_name": name, "lease_seconds": LEASE, **changes}
     return replace(FAST, **values)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-async def world(tmp_path: Path, database_url: str) -> AsyncIterator[World]:
-    """The engine's world on a database two engines share (a SQLite file, or PostgreSQL)."""
-    async with FakeCometAPI(finish_after=0.15) as api, aiohttp.ClientSession() as session:
-        store = await TaskStore.open(database_url)
-        w = World(api, store, session, MediaStore(tmp_path / "media"), RecordingNotifier())
-        try:
-            yield w
-        finally:
-            for engine in w.engines:
-                await engine.stop()
-            await store.close()
 
 
 async def kill(world: World, engine: TaskEngine) -> None:

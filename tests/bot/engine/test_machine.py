@@ -10,7 +10,7 @@ import random
 import socket
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -166,20 +166,6 @@ class World:
         current = await self.store.get(task.id)
         assert current is not None
         return current
-
-
-@pytest.fixture
-async def world(tmp_path: Path, database_url: str) -> AsyncIterator[World]:
-    """The engine's world, on each backend."""
-    async with FakeCometAPI(finish_after=0.15) as api, aiohttp.ClientSession() as session:
-        store = await TaskStore.open(database_url)
-        w = World(api, store, session, MediaStore(tmp_path / "media"), RecordingNotifier())
-        try:
-            yield w
-        finally:
-            for engine in w.engines:
-                await engine.stop()
-            await store.close()
 
 
 async def test_a_task_goes_all_the_way_to_delivered(world: World) -> None:
